@@ -63,6 +63,7 @@ class _Checker:
                 )
             self.define(statement)
         if isinstance(final, ast.Define):
+            self.define(final)  # report errors inside it first
             raise self.error(
                 f"the pattern ends with a definition; add a final expression (e.g. '{final.name}')",
                 final.span,

@@ -1,0 +1,113 @@
+"""Stage 8, cli: ``patternc compile | show`` (``check`` comes with the kernels).
+
+Every error is printed to stderr as ``file:line:col: error: ...`` with exit status 2;
+usage errors exit 2 as well (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__, load, parse
+from .errors import PatterncError
+from .pattern import Pattern
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _read_pattern(args) -> Pattern:
+    if args.expr is not None:
+        if args.file is not None:
+            raise PatterncError("give either a FILE or -e EXPR, not both")
+        return parse(args.expr, "<expr>")
+    if args.file is None:
+        raise PatterncError("no pattern given: pass a .attn FILE, '-' for stdin, or -e 'EXPR'")
+    if args.file == "-":
+        return parse(sys.stdin.read(), "<stdin>")
+    return load(args.file)
+
+
+def _cmd_compile(args) -> int:
+    pattern = _read_pattern(args)
+    lay = pattern.layout(args.seq_len, args.kv_len, args.block_m, args.block_n)
+    tiles = lay.num_q_blocks * lay.num_kv_blocks
+    print(f"pattern   {pattern}")
+    print(f"lengths   q_len={lay.q_len} kv_len={lay.kv_len}; blocks {lay.block_m}x{lay.block_n} "
+          f"({lay.num_q_blocks} x {lay.num_kv_blocks} = {tiles} tiles)")
+    print(f"tiles     {lay.num_full} full, {lay.num_partial} partial, {lay.num_empty} empty")
+    print(f"density   {100 * lay.density:.3f}% of (query, key) pairs attend")
+    print(f"FLOPs     kernels compute {100 * lay.block_density:.2f}% of dense attention's tiles: "
+          f"{100 * (1 - lay.block_density):.2f}% of the FLOPs saved")
+    return 0
+
+
+def _cmd_show(args) -> int:
+    pattern = _read_pattern(args)
+    kv_len = args.kv_len or args.seq_len
+    if not args.blocks and args.seq_len <= args.max_tokens and kv_len <= args.max_tokens:
+        mask = pattern.dense_mask(args.seq_len, kv_len)
+        print(f"{pattern}: {args.seq_len} queries x {kv_len} keys ('#' attends, '.' does not)")
+        for row in mask.tolist():
+            print("  " + "".join("#" if x else "." for x in row))
+        return 0
+    print(pattern)
+    print(pattern.layout(args.seq_len, kv_len, args.block_m, args.block_n))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patternc",
+        description="Compile declarative sparse attention patterns to fused Triton flash-attention kernels.",
+        epilog="Example: patternc compile examples/lecture.attn --seq-len 16384",
+    )
+    parser.add_argument("--version", action="version", version=f"patternc {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    source = argparse.ArgumentParser(add_help=False)
+    source.add_argument("file", nargs="?", metavar="FILE", help="a .attn file, or '-' to read standard input")
+    source.add_argument("-e", "--expr", metavar="EXPR", help="the pattern text itself, e.g. -e 'window(3) + global(first)'")
+
+    shape = argparse.ArgumentParser(add_help=False)
+    shape.add_argument("--seq-len", "-n", type=_positive, required=True, metavar="N", help="number of queries (and keys, unless --kv-len)")
+    shape.add_argument("--kv-len", type=_positive, metavar="M", help="number of keys (default: N)")
+    shape.add_argument("--block-m", type=_positive, default=128, metavar="BM", help="query rows per tile (default 128)")
+    shape.add_argument("--block-n", type=_positive, default=128, metavar="BN", help="key columns per tile (default 128)")
+
+    p = commands.add_parser("compile", parents=[source, shape], help="check a pattern, build its layout and report it",
+                            description="Parse and check a pattern, build its block layout and print the canonical "
+                                        "pattern, density, full/partial/empty tiles and the FLOPs saved versus dense.")
+    p.set_defaults(run=_cmd_compile)
+
+    p = commands.add_parser("show", parents=[source, shape], help="draw a pattern (tokens when small, else blocks)",
+                            description="Draw the pattern: token by token when both lengths are at most --max-tokens, "
+                                        "else its block layout ('#' full, '+' partial, '.' empty).")
+    p.add_argument("--max-tokens", type=_positive, default=64, metavar="T", help="largest length drawn token by token (default 64)")
+    p.add_argument("--blocks", action="store_true", help="always draw the block layout")
+    p.set_defaults(run=_cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except PatterncError as exc:
+        print(exc.render() if exc.source else f"patternc: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `patternc show ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
