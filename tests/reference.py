@@ -68,7 +68,11 @@ def attends(node, i: int, j: int, lq: int, lk: int, memo: dict) -> bool:
 
 
 def brute_mask(pattern, lq: int, lk: int) -> torch.Tensor:
+    """Raises IndexError if a global index is out of range for ``lk``."""
     memo: dict = {}
+    for node in pt.walk(pattern.root):  # resolve every global set up front
+        if isinstance(node, pt.Global):
+            memo[("g", node)] = global_set(node, lk)
     rows = [[attends(pattern.root, i, j, lq, lk, memo) for j in range(lk)] for i in range(lq)]
     return torch.tensor(rows, dtype=torch.bool).view(lq, lk)
 

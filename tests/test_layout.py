@@ -1,0 +1,116 @@
+"""`BlockLayout` against the block classification of the dense mask, for many patterns,
+odd lengths and unequal block sizes; plus its CSR invariants, density and printing."""
+
+import pytest
+import torch
+
+import patternc
+from patternc.layout import merge_bands
+from reference import block_classes
+from test_semantics import PATTERNS
+
+SHAPES = [(1, 1), (7, 7), (33, 70), (70, 33), (77, 77), (130, 45)]
+BLOCKS = [(4, 4), (8, 16), (16, 8), (5, 3), (32, 32), (128, 128), (1, 1)]
+
+
+def _in_range(p, lq, lk):
+    try:
+        return p.dense_mask(lq, lk)
+    except patternc.PatterncError:
+        return None
+
+
+@pytest.mark.parametrize("text", PATTERNS)
+def test_layout_is_the_exact_block_classification(text):
+    p = patternc.parse(text)
+    for lq, lk in SHAPES:
+        mask = _in_range(p, lq, lk)
+        if mask is None:
+            continue
+        for bm, bn in BLOCKS:
+            lay = p.layout(lq, lk, bm, bn)
+            assert torch.equal(lay.to_dense(), block_classes(mask, bm, bn)), (text, lq, lk, bm, bn)
+            assert lay.attended_pairs == int(mask.sum())
+            _check_csr_invariants(lay)
+
+
+def _check_csr_invariants(lay):
+    nq, nk = lay.num_q_blocks, lay.num_kv_blocks
+    pairs = {}
+    for name, rows in (("full", nq), ("partial", nq), ("full_t", nk), ("partial_t", nk)):
+        csr = getattr(lay, name)
+        assert csr.offsets.dtype == torch.int32 and csr.indices.dtype == torch.int32
+        assert csr.offsets.shape == (rows + 1,) and csr.offsets[0] == 0
+        assert csr.offsets[-1] == csr.indices.numel()
+        assert torch.equal(csr.counts, csr.offsets[1:] - csr.offsets[:-1])
+        found = set()
+        for r in range(rows):
+            row = csr.row(r)
+            assert row == sorted(set(row))
+            found |= {(r, c) if not name.endswith("_t") else (c, r) for c in row}
+        pairs[name.removesuffix("_t") + ("_t" if name.endswith("_t") else "")] = found
+    assert pairs["full"] == pairs["full_t"] and pairs["partial"] == pairs["partial_t"]
+    assert not pairs["full"] & pairs["partial"]
+    assert lay.num_listed + lay.num_empty == nq * nk
+
+
+def test_lecture_example_counts_and_density():
+    p = patternc.parse("global(first, eos) + window(3) + random(2)")
+    lay = p.layout(1000, block_m=128, block_n=128)
+    mask = p.dense_mask(1000)
+    assert lay.density == pytest.approx(mask.float().mean().item())
+    assert lay.block_density == pytest.approx(lay.num_listed / 64)
+    # global rows/columns make the first and last tile row and column non-empty
+    dense = lay.to_dense()
+    assert (dense[0] > 0).all() and (dense[-1] > 0).all() and (dense[:, 0] > 0).all() and (dense[:, -1] > 0).all()
+
+
+def test_aligned_random_blocks_are_full_tiles():
+    lay = patternc.parse("random(2, block=32)").layout(256, block_m=32, block_n=32)
+    assert lay.num_partial == 0 and lay.num_full == 8 * 2
+
+
+def test_causal_sliding_window_tiles():
+    lay = patternc.parse("window(left=127, right=0)").layout(1024, block_m=64, block_n=64)
+    # query block b >= 2 touches tiles b-2 (partial), b-1 (full) and b (partial, the diagonal)
+    assert lay.full.counts.tolist() == [0] + [1] * 15
+    assert lay.partial.counts.tolist() == [1, 1] + [2] * 14
+    assert lay.full.row(5) == [4] and lay.partial.row(5) == [3, 5]
+
+
+def test_layout_is_cached_and_printable():
+    p = patternc.parse("window(left=3, right=0)")
+    assert p.layout(64, block_m=16, block_n=16) is p.layout(64, block_m=16, block_n=16)
+    text = str(p.layout(64, block_m=16, block_n=16))
+    assert text.splitlines()[1:] == ["  +...", "  ++..", "  .++.", "  ..++"]
+    big = str(patternc.parse("window(3)").layout(1 << 15, block_m=128, block_n=128))
+    assert "1 character = 4x4 blocks" in big and len(big.splitlines()) == 2 + 64
+
+
+def test_layout_to_device_keeps_values():
+    lay = patternc.parse("causal").layout(100, block_m=16, block_n=32)
+    moved = lay.to("meta")
+    assert moved.full.indices.device.type == "meta" and moved.q_len == 100
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_layout_rejects_bad_block_sizes(bad):
+    with pytest.raises(patternc.PatterncError, match="block_m"):
+        patternc.parse("causal").layout(16, block_m=bad)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "window(left=3, right=0) & window(left=0, right=3)",
+        "window(left=0, right=2) + window(left=4, right=0)",
+        "(window(left=9, right=0) & causal) + window(left=0, right=4)",
+        "(global(0:4) + window(left=9, right=0)) & causal & window(left=3, right=3)",
+        "window(left=0, right=2) & window(left=5, right=0) & causal",
+    ],
+)
+def test_merged_bands_mean_the_same(text):
+    p = patternc.parse(text)
+    merged = patternc.Pattern(merge_bands(p.root))
+    for lq, lk in [(40, 40), (13, 40), (40, 13)]:
+        assert torch.equal(merged.dense_mask(lq, lk), p.dense_mask(lq, lk))
