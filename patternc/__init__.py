@@ -16,15 +16,17 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from .check import check
+__version__ = "0.1.0"
+
+from .check import check  # noqa: E402  (after __version__, which codegen reads)
 from .errors import PatterncError
 from .layout import BlockLayout
 from .parser import parse_program
 from .pattern import Pattern
+from .runtime import attention_from, reference_attention
 from .source import Source
 
-__all__ = ["parse", "load", "Pattern", "BlockLayout", "PatterncError"]
-__version__ = "0.1.0"
+__all__ = ["parse", "load", "attention_from", "reference_attention", "Pattern", "BlockLayout", "PatterncError"]
 
 
 def parse(text: str, name: str = "<pattern>") -> Pattern:
