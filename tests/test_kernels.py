@@ -1,0 +1,178 @@
+"""Golden tests of the generated kernels against independent float64 dense attention.
+
+On a machine without CUDA these run the very same generated Triton kernels in the Triton
+interpreter (tests/conftest.py sets TRITON_INTERPRET=1). Inputs are fresh random tensors
+on every run; the seed is in every failure message. Kernel outputs and gradients are
+allocated NaN-filled, so an element the kernels never write fails the comparison.
+"""
+
+import math
+import os
+import random
+
+import pytest
+import torch
+
+import patternc
+from patternc import codegen, runtime
+from kernel_reference import dense_attention, rel_err
+
+pytestmark = pytest.mark.skipif(
+    not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"),
+    reason="needs a GPU or the Triton interpreter",  # conftest always enables the interpreter on CPU
+)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 1e-4, torch.float16: 2e-3}
+EXAMPLES = sorted(p for p in os.listdir(os.path.join(os.path.dirname(__file__), "..", "examples")) if p.endswith(".attn"))
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    def nan_empty(shape, dtype, device):
+        return torch.full(shape, math.nan, dtype=dtype, device=device)
+
+    monkeypatch.setattr(runtime, "_empty", nan_empty)
+
+
+def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.float32, block=(16, 16),
+             use_lse_grad=True, layout="bhld"):
+    """Forward + backward through attention_from and the float64 reference; assert closeness."""
+    lk = lq if lk is None else lk
+    hkv = hq if hkv is None else hkv
+    seed = random.randrange(2**31)
+    gen = torch.Generator().manual_seed(seed)
+    p = patternc.parse(pattern) if isinstance(pattern, str) else pattern
+
+    def make(h, n):
+        x = torch.randn(b, h, n, d, generator=gen, dtype=torch.float32)
+        if layout == "blhd":  # non-contiguous: stored [B, L, H, D], viewed as [B, H, L, D]
+            x = x.transpose(1, 2).contiguous().transpose(1, 2)
+        return x.to(DEVICE, dtype).requires_grad_()
+
+    q, k, v = make(hq, lq), make(hkv, lk), make(hkv, lk)
+    scale = random.choice([None, 0.3])
+    attn = patternc.attention_from(p, block_m=block[0], block_n=block[1])
+    out, lse = attn(q, k, v, scale=scale, return_lse=True)
+    d_out = torch.randn(out.shape, generator=gen).to(DEVICE, dtype)
+    d_lse = torch.randn(lse.shape, generator=gen).to(DEVICE) if use_lse_grad else None
+    grads = torch.autograd.grad((out, lse) if use_lse_grad else (out,), (q, k, v),
+                                (d_out, d_lse) if use_lse_grad else (d_out,))
+
+    mask = p.dense_mask(lq, lk, device=DEVICE)
+    leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    ref_out, ref_lse = dense_attention(*leaves, mask, d ** -0.5 if scale is None else scale)
+    ref_grads = torch.autograd.grad((ref_out, ref_lse) if use_lse_grad else (ref_out,), leaves,
+                                    (d_out.double(), d_lse.double()) if use_lse_grad else (d_out.double(),))
+    tol = TOL[dtype]
+    where = f"{p} lq={lq} lk={lk} d={d} hq={hq} hkv={hkv} {dtype} blocks={block} seed={seed}"
+    assert out.dtype == dtype and out.shape == q.shape and lse.dtype == torch.float32
+    for name, got, ref in [("O", out, ref_out), ("dQ", grads[0], ref_grads[0]),
+                           ("dK", grads[1], ref_grads[1]), ("dV", grads[2], ref_grads[2])]:
+        err = rel_err(got, ref)
+        assert err <= tol, f"{name} relative error {err:.2e} > {tol:.0e} for {where}"
+    finite = torch.isfinite(ref_lse)
+    assert torch.equal(torch.isfinite(lse), finite), f"LSE -inf pattern differs for {where}"
+    assert rel_err(lse[finite], ref_lse[finite]) <= tol, f"LSE for {where}"
+    return out, lse, grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_example_pattern(example, dtype):
+    pattern = patternc.load(os.path.join(os.path.dirname(__file__), "..", "examples", example))
+    run_case(pattern, lq=130, dtype=dtype, block=(32, 32))
+
+
+LECTURE_SMALL = "global(first, eos) + window(3) + random(2, block=8)"
+
+
+@pytest.mark.parametrize("lq,lk", [(1, 1), (17, 17), (77, 77), (130, 130), (17, 130), (130, 17), (77, 45)])
+def test_odd_and_unequal_lengths(lq, lk):
+    run_case(LECTURE_SMALL if lk >= 2 else "global(first) + window(3)", lq=lq, lk=lk)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("d", [16, 32, 48, 64])
+def test_head_dims(d, dtype):
+    run_case("(global(0:3) + window(left=20, right=0)) & causal", lq=77, d=d, dtype=dtype)
+
+
+@pytest.mark.parametrize("hq,hkv", [(4, 2), (6, 1), (3, 3)])
+def test_grouped_query_attention(hq, hkv):
+    run_case(LECTURE_SMALL, lq=45, lk=70, hq=hq, hkv=hkv, b=2)
+
+
+def test_fully_masked_rows_give_zero_output_and_no_nan():
+    # Lq > Lk with causal: the first 40 queries precede every key.
+    out, lse, grads = run_case("causal", lq=60, lk=20)
+    assert (out[:, :, :40] == 0).all() and torch.isneginf(lse[:, :, :40]).all()
+    assert (grads[0][:, :, :40] == 0).all()
+    # only rows 3 and 4 attend anything
+    out, lse, grads = run_case("global(3:5) & window(1)", lq=33, d=16)
+    assert torch.isneginf(lse[:, :, [0, 1, 2, 5, 30]]).all() and torch.isfinite(lse[:, :, 3:5]).all()
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize(
+    "pattern,block",
+    [
+        ("random(2, block=1, seed=5)", (16, 16)),  # token-level random: partial tiles only
+        ("random(2, block=16) + window(1)", (16, 16)),  # aligned random blocks are full tiles
+        ("random(3, block=5) & causal", (16, 32)),
+        ("all", (32, 16)),
+        ("window(left=0, right=6) + global(-1)", (32, 32)),
+    ],
+)
+def test_random_and_tile_shapes(pattern, block):
+    run_case(pattern, lq=77, lk=70, block=block)
+
+
+def test_non_contiguous_inputs_and_no_lse_gradient():
+    run_case(LECTURE_SMALL, lq=50, layout="blhd", use_lse_grad=False)
+
+
+def test_generated_patterns():
+    """Random pattern trees, fresh each run, each at a random shape."""
+    rng = random.Random(random.randrange(2**31))
+
+    def atom():
+        kind = rng.choice(["global", "window", "window2", "random", "causal", "all"])
+        if kind == "global":
+            return f"global({rng.choice(['first', 'eos', '1', '-2', '0:3', '-4:', ':2'])})"
+        if kind == "window":
+            return f"window({rng.choice([1, 3, 9, 31])})"
+        if kind == "window2":
+            return f"window(left={rng.randrange(0, 40)}, right={rng.randrange(0, 40)})"
+        if kind == "random":
+            return f"random({rng.randrange(1, 4)}, block={rng.choice([1, 4, 16, 20])}, seed={rng.randrange(100)})"
+        return kind
+
+    def expr(depth):
+        if depth == 0 or rng.random() < 0.3:
+            return atom()
+        return f"({expr(depth - 1)} {rng.choice(['+', '&'])} {expr(depth - 1)})"
+
+    for _ in range(6):
+        text = expr(3)
+        lq, lk = rng.choice([(33, 33), (40, 70), (70, 40), (64, 64)])
+        run_case(text, lq=lq, lk=lk, d=rng.choice([16, 32]), dtype=rng.choice([torch.float32, torch.float16]))
+
+
+def test_same_structure_shares_one_kernel_module():
+    a, b = codegen.generate(patternc.parse("window(129)")), codegen.generate(patternc.parse("window(257)"))
+    c = codegen.generate(patternc.parse("window(3) & causal"))
+    assert a == b and a.digest != c.digest
+    assert "129" not in a.text and "257" not in a.text  # values live in PARAMS, not in the source
+    module = codegen.load(a)
+    path = codegen.cache_dir() / f"{a.module_name}.py"
+    assert path.read_text() == a.text and module.__file__ == str(path)
+
+
+def test_plans_are_cached_per_shape():
+    attn = patternc.attention_from("window(3)", block_m=16, block_n=16)
+    q = torch.randn(1, 1, 20, 16, device=DEVICE)
+    attn(q, q, q)
+    attn(q + 1, q, q)
+    assert len(attn._plans) == 1
+    attn(q[:, :, :10], q, q)
+    assert len(attn._plans) == 2
