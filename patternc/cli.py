@@ -1,4 +1,4 @@
-"""Stage 8, cli: ``patternc compile | show`` (``check`` comes with the kernels).
+"""Stage 8, cli: ``patternc compile | show | check``.
 
 Every error is printed to stderr as ``file:line:col: error: ...`` with exit status 2;
 usage errors exit 2 as well (argparse's convention).
@@ -7,7 +7,9 @@ usage errors exit 2 as well (argparse's convention).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from . import __version__, load, parse
 from .errors import PatterncError
@@ -40,13 +42,29 @@ def _cmd_compile(args) -> int:
     pattern = _read_pattern(args)
     lay = pattern.layout(args.seq_len, args.kv_len, args.block_m, args.block_n)
     tiles = lay.num_q_blocks * lay.num_kv_blocks
-    print(f"pattern   {pattern}")
+    out = sys.stderr if args.emit == "-" else sys.stdout  # keep stdout for the source
+    print(f"pattern   {pattern}", file=out)
     print(f"lengths   q_len={lay.q_len} kv_len={lay.kv_len}; blocks {lay.block_m}x{lay.block_n} "
-          f"({lay.num_q_blocks} x {lay.num_kv_blocks} = {tiles} tiles)")
-    print(f"tiles     {lay.num_full} full, {lay.num_partial} partial, {lay.num_empty} empty")
-    print(f"density   {100 * lay.density:.3f}% of (query, key) pairs attend")
+          f"({lay.num_q_blocks} x {lay.num_kv_blocks} = {tiles} tiles)", file=out)
+    print(f"tiles     {lay.num_full} full, {lay.num_partial} partial, {lay.num_empty} empty", file=out)
+    print(f"density   {100 * lay.density:.3f}% of (query, key) pairs attend", file=out)
     print(f"FLOPs     kernels compute {100 * lay.block_density:.2f}% of dense attention's tiles: "
-          f"{100 * (1 - lay.block_density):.2f}% of the FLOPs saved")
+          f"{100 * (1 - lay.block_density):.2f}% of the FLOPs saved", file=out)
+    if args.emit is not None:
+        from . import codegen
+
+        text = codegen.emit_for(pattern, args.seq_len, args.kv_len)
+        if args.emit == "-":
+            sys.stdout.write(text)
+        else:
+            directory = Path(args.emit)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                path = directory / f"{codegen.generate(pattern).module_name}.py"
+                path.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise PatterncError(f"cannot write kernel source to '{directory}': {exc.strerror or exc}") from None
+            print(f"kernel    {path}", file=out)
     return 0
 
 
@@ -62,6 +80,35 @@ def _cmd_show(args) -> int:
     print(pattern)
     print(pattern.layout(args.seq_len, kv_len, args.block_m, args.block_n))
     return 0
+
+
+def _cmd_check(args) -> int:
+    pattern = _read_pattern(args)
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PatterncError("--device cuda: no CUDA device is available")
+    if device == "cpu":
+        if args.dtype == "bfloat16":
+            raise PatterncError("--dtype bfloat16 cannot be checked on the CPU: the Triton interpreter's bf16 dot "
+                                "is inaccurate; use float32 or float16, or a GPU")
+        os.environ["TRITON_INTERPRET"] = "1"  # run the generated kernels in Triton's interpreter
+    dtype = getattr(torch, args.dtype)
+    q_len = args.seq_len or (1024 if device == "cuda" else 128)
+    options = {k: v for k, v in (("block_m", args.block_m), ("block_n", args.block_n)) if v is not None}
+    from . import golden
+
+    rows = golden.compare(pattern, q_len, args.kv_len, batch=args.batch, heads=args.heads, kv_heads=args.kv_heads,
+                          head_dim=args.head_dim, dtype=dtype, device=device, seed=args.seed, **options)
+    where = torch.cuda.get_device_name() if device == "cuda" else "CPU, Triton interpreter"
+    print(f"pattern   {pattern}")
+    print(f"inputs    {args.dtype}, B={args.batch} Hq={args.heads} Hkv={args.kv_heads or args.heads} "
+          f"Lq={q_len} Lk={args.kv_len or q_len} D={args.head_dim}, on {where}")
+    print(golden.table(rows))
+    return 0 if all(r.ok for r in rows) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("compile", parents=[source, shape], help="check a pattern, build its layout and report it",
                             description="Parse and check a pattern, build its block layout and print the canonical "
                                         "pattern, density, full/partial/empty tiles and the FLOPs saved versus dense.")
+    p.add_argument("--emit", metavar="DIR", help="also write the generated Triton kernel source into DIR ('-': stdout)")
     p.set_defaults(run=_cmd_compile)
 
     p = commands.add_parser("show", parents=[source, shape], help="draw a pattern (tokens when small, else blocks)",
@@ -94,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=_positive, default=64, metavar="T", help="largest length drawn token by token (default 64)")
     p.add_argument("--blocks", action="store_true", help="always draw the block layout")
     p.set_defaults(run=_cmd_show)
+
+    p = commands.add_parser("check", parents=[source], help="golden test: kernels vs dense float64 attention",
+                            description="Run the generated kernels (forward and backward) on random inputs and compare "
+                                        "O, dQ, dK, dV with dense masked attention in float64. On the CPU the kernels "
+                                        "run in Triton's interpreter. Exit status 1 if any error exceeds its tolerance.")
+    p.add_argument("--seq-len", "-n", type=_positive, metavar="N", help="queries (default 1024 on a GPU, 128 on the CPU)")
+    p.add_argument("--kv-len", type=_positive, metavar="M", help="keys (default: N)")
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16", help="default float16")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if available")
+    p.add_argument("--batch", type=_positive, default=1, metavar="B")
+    p.add_argument("--heads", type=_positive, default=2, metavar="H", help="query heads (default 2)")
+    p.add_argument("--kv-heads", type=_positive, metavar="HKV", help="key/value heads, dividing H (default: H)")
+    p.add_argument("--head-dim", type=_positive, default=64, metavar="D", help="default 64")
+    p.add_argument("--block-m", type=_positive, metavar="BM", help="tile rows (default: chosen per device)")
+    p.add_argument("--block-n", type=_positive, metavar="BN", help="tile columns (default: chosen per device)")
+    p.add_argument("--seed", type=int, help="seed for the random inputs (default: fresh)")
+    p.set_defaults(run=_cmd_check)
     return parser
 
 
