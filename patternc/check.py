@@ -82,8 +82,17 @@ class _Checker:
     # ---------------------------------------------------------------- expressions
     def expr(self, e: ast.Expr) -> pt.Node:
         if isinstance(e, ast.BinOp):
+            # a + b + c is a deep left-leaning tree: walk each chain of one operator
+            # without recursion (left to right, so the first error in the text is reported).
+            terms, stack = [], [e]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, ast.BinOp) and node.op == e.op:
+                    stack += [node.right, node.left]
+                else:
+                    terms.append(self.expr(node))
             combine = pt.union if e.op == "+" else pt.intersect
-            return combine(self.expr(e.left), self.expr(e.right), span=e.span)
+            return combine(*terms, span=e.span)
         if isinstance(e, ast.Ref):
             return self.ref(e)
         return self.call(e)
@@ -199,7 +208,8 @@ class _Checker:
             shown = self.source.text[v.span.start : v.span.end]
             raise self.error(f"{what} must be an integer, got '{shown}'", v.span)
         if abs(v.value) > INT_LIMIT:
-            raise self.error(f"{what} {v.value} is too large (limit {INT_LIMIT})", v.span)
+            shown = self.source.text[v.span.start : v.span.end]  # v.value is saturated by the parser
+            raise self.error(f"{what} {shown} is too large (limit {INT_LIMIT})", v.span)
         if minimum is not None and v.value < minimum:
             bound = "positive" if minimum == 1 else "non-negative"
             raise self.error(f"{what} must be {bound}, got {v.value}", v.span)
@@ -208,4 +218,9 @@ class _Checker:
 
 def check(program: ast.Program) -> pt.Pattern:
     """Validate a parsed program and lower it to a canonical `Pattern`."""
-    return _Checker(program).program(program)
+    try:
+        return _Checker(program).program(program)
+    except RecursionError:
+        raise PatterncError(
+            "pattern is nested too deeply", source=program.source, span=Span(0, 0)
+        ) from None

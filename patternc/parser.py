@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import lark
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Tree
 
 from . import ast
 from .errors import PatterncError
@@ -94,13 +94,22 @@ def _span(node) -> Span:
     return node.span
 
 
-@v_args(meta=True)
-class _ToAst(Transformer):
-    """Lark tree → `ast` dataclasses (every node gets the span of its text)."""
+class _ToAst:
+    """Lark tree → `ast` dataclasses (every node gets the span of its text).
+
+    `transform` works bottom-up without recursion: a union of many terms is a deep
+    left-leaning tree, and Lark's recursive `Transformer` overflows the stack on it.
+    """
 
     def __init__(self, source: Source):
-        super().__init__()
         self.source = source
+
+    def transform(self, tree: Tree):
+        done = {}
+        for sub in tree.iter_subtrees():  # children before parents
+            children = [done[id(c)] if isinstance(c, Tree) else c for c in sub.children]
+            done[id(sub)] = getattr(self, sub.data)(sub.meta, children)
+        return done[id(tree)]
 
     def start(self, meta, statements):
         return ast.Program(tuple(s for s in statements if s is not None), self.source)
@@ -183,7 +192,13 @@ def _unexpected_token(source: Source, exc) -> PatterncError:
     else:
         start = token.start_pos
         found = "end of line" if token.type == "_NL" else f"'{token}'" if token.type != "INT" else f"integer {token}"
-    expected = sorted({_TOKEN_NAMES.get(t, t) for t in exc.expected})
+    # `accepts` tries each token on a copy of the parser: exact, unlike `expected`, which
+    # LALR state merging pads with tokens valid elsewhere (')' with no '(' open).
+    expected = sorted({_TOKEN_NAMES.get(t, t) for t in (getattr(exc, "accepts", None) or exc.expected)})
+    if "'+'" in expected and "'&'" not in expected:
+        # LALR reduced `term` to `expr` before failing, dropping '&' from its expected set,
+        # but '&' is valid wherever '+' is (both may follow a complete expression).
+        expected = sorted(expected + ["'&'"])
     if expected:
         message = f"unexpected {found}; expected {_or(expected)}"
     else:

@@ -1,0 +1,238 @@
+"""The command line: `patternc compile | show`, in-process through `patternc.cli.main` (fast)
+and, a few times, as a real `python -m patternc` subprocess (exit codes, streams)."""
+
+import argparse
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import patternc
+from patternc.cli import build_parser, main
+from reference import block_classes
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "examples").glob("*.attn"))
+
+
+def run(capsys, *argv):
+    """main(argv) → (exit status, stdout, stderr); argparse's SystemExit becomes a status."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def run_subprocess(*argv, stdin=None):
+    return subprocess.run([sys.executable, "-m", "patternc", *map(str, argv)], cwd=REPO, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def compile_report(out):
+    """The numbers `compile` prints: full/partial/empty tiles, density % and FLOPs saved %."""
+    tiles = re.search(r"(\d+) full, (\d+) partial, (\d+) empty", out)
+    density = re.search(r"density\s+([\d.]+)%", out)
+    saved = re.search(r"([\d.]+)% of the FLOPs saved", out)
+    assert tiles and density and saved, out
+    return tuple(map(int, tiles.groups())), float(density.group(1)), float(saved.group(1))
+
+
+def expected_report(pattern, lq, lk, bm, bn):
+    """The same numbers, from the dense mask and a per-tile classification of it."""
+    mask = pattern.dense_mask(lq, lk)
+    classes = block_classes(mask, bm, bn)
+    counts = tuple(int((classes == c).sum()) for c in (2, 1, 0))
+    return counts, 100 * mask.float().mean().item(), 100 * (classes == 0).float().mean().item()
+
+
+# ------------------------------------------------------------------ help
+def _commands():
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(sub.choices)
+
+
+def test_help_exits_0(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "usage: patternc" in out
+    assert {"compile", "show"} <= set(_commands())
+    for command in _commands():
+        assert command in out
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_command_help_exits_0(capsys, command):
+    code, out, err = run(capsys, command, "--help")
+    assert code == 0 and out.startswith(f"usage: patternc {command}") and err == ""
+    if command in ("compile", "show"):
+        assert "--seq-len" in out and "--expr" in out
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and patternc.__version__ in out
+
+
+# ------------------------------------------------------------------ compile
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_compile_examples(capsys, path):
+    n, bm, bn = 300, 64, 32
+    code, out, err = run(capsys, "compile", path, "--seq-len", n, "--block-m", bm, "--block-n", bn)
+    assert code == 0 and err == ""
+    pattern = patternc.load(path)
+    assert str(pattern) in out.splitlines()[0]
+    counts, density, saved = compile_report(out)
+    exp_counts, exp_density, exp_saved = expected_report(pattern, n, n, bm, bn)
+    assert counts == exp_counts
+    assert density == pytest.approx(exp_density, abs=0.001)
+    assert saved == pytest.approx(exp_saved, abs=0.01)
+
+
+def test_examples_directory_has_the_required_patterns():
+    names = {p.stem for p in EXAMPLES}
+    assert len(names) >= 5 and "lecture" in names
+
+
+def test_compile_expr_with_kv_len(capsys):
+    # bottom-right alignment: 4 queries at positions 4..7 of 8 keys, causal: 5+6+7+8 of 32
+    code, out, err = run(capsys, "compile", "-e", "causal", "-n", 4, "--kv-len", 8, "--block-m", 2, "--block-n", 2)
+    assert code == 0 and err == ""
+    assert out.splitlines()[0].split()[-1] == "causal"
+    counts, density, saved = compile_report(out)
+    assert density == pytest.approx(100 * 26 / 32, abs=0.001)
+    # 2x2 tiles: query block 0 (positions 4, 5) sees key blocks 0, 1 fully, block 2 (keys
+    # 4, 5) partly, block 3 not at all; query block 1 (6, 7) sees 0-2 fully and 3 partly
+    assert counts == (5, 2, 1) and saved == pytest.approx(12.5)
+
+
+def test_compile_prints_the_canonical_pattern(capsys):
+    code, out, _ = run(capsys, "compile", "-e", "window(left=1, right=1) + global(first, eos) + random(2)", "-n", 1024)
+    str_ = "global(0, -1) + random(2, block=64, seed=0) + window(3)"
+    assert code == 0 and str_ in out
+    counts, density, saved = compile_report(out)
+    exp_counts, exp_density, exp_saved = expected_report(patternc.parse(str_), 1024, 1024, 128, 128)
+    assert counts == exp_counts
+    assert (density, saved) == pytest.approx((exp_density, exp_saved), abs=0.01)
+
+
+def test_compile_reads_stdin(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("# from stdin\nlocal = window(3)\nlocal & causal\n"))
+    code, out, err = run(capsys, "compile", "-", "-n", 64)
+    assert code == 0 and err == ""
+    assert "causal & window(3)" in out
+
+
+# ------------------------------------------------------------------ show
+def test_show_token_level(capsys):
+    text, n = "global(first) + window(3)", 10
+    code, out, err = run(capsys, "show", "-e", text, "-n", n)
+    assert code == 0 and err == ""
+    rows = [line.strip() for line in out.splitlines() if re.fullmatch(r"\s*[#.]+", line)]
+    mask = patternc.parse(text).dense_mask(n)
+    assert rows == ["".join("#" if x else "." for x in row) for row in mask.tolist()]
+
+
+def test_show_token_level_unequal_lengths(capsys):
+    code, out, _ = run(capsys, "show", "-e", "causal", "-n", 3, "--kv-len", 5)
+    rows = [line.strip() for line in out.splitlines() if re.fullmatch(r"\s*[#.]+", line)]
+    assert code == 0 and rows == ["###..", "####.", "#####"]
+
+
+def test_show_block_level_for_large_lengths(capsys):
+    text, n, b = "global(0:50) + window(left=150, right=0)", 1000, 100
+    code, out, err = run(capsys, "show", "-e", text, "-n", n, "--block-m", b, "--block-n", b)
+    assert code == 0 and err == ""
+    rows = [line.strip() for line in out.splitlines() if re.fullmatch(r"\s*[#+.]+", line)]
+    classes = block_classes(patternc.parse(text).dense_mask(n), b, b)
+    assert rows == ["".join(".+#"[c] for c in row) for row in classes.tolist()]
+    assert len(rows) == 10 and "#" in "".join(rows)  # some tiles are full, some partial
+
+
+def test_show_blocks_flag_forces_block_level(capsys):
+    code, out, _ = run(capsys, "show", "-e", "window(3)", "-n", 8, "--blocks", "--block-m", 4, "--block-n", 4)
+    rows = [line.strip() for line in out.splitlines() if re.fullmatch(r"\s*[#+.]+", line)]
+    assert code == 0 and rows == ["++", "++"]
+
+
+# ------------------------------------------------------------------ errors
+def assert_diagnostic(err, name, line, column, fragment):
+    first, source_line, caret = err.rstrip("\n").split("\n")
+    assert first.startswith(f"{name}:{line}:{column}: error: ") and fragment in first
+    assert caret.index("^") == source_line.index("| ") + 2 + column - 1
+
+
+def test_error_in_expr(capsys):
+    code, out, err = run(capsys, "compile", "-e", "window(3) + windw(5)", "-n", 16)
+    assert code == 2 and out == ""
+    assert_diagnostic(err, "<expr>", 1, 13, "unknown component 'windw'; did you mean 'window'?")
+
+
+def test_error_in_file(capsys, tmp_path):
+    path = tmp_path / "bad.attn"
+    path.write_text("# comment\nlocal = window(4)\nlocal\n")
+    for command in ("compile", "show"):
+        code, out, err = run(capsys, command, path, "-n", 16)
+        assert code == 2 and out == ""
+        assert_diagnostic(err, str(path), 2, 16, "window width must be odd")
+
+
+def test_error_from_stdin(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("causal\n  + (all"))
+    code, out, err = run(capsys, "compile", "-", "-n", 16)
+    assert code == 2 and out == ""
+    assert_diagnostic(err, "<stdin>", 2, 9, "unexpected end of input")
+
+
+def test_error_at_layout_time(capsys):
+    code, out, err = run(capsys, "compile", "-e", "window(3) + global(20)", "-n", 16)
+    assert code == 2 and out == ""
+    assert_diagnostic(err, "<expr>", 1, 13, "out of range")
+    assert "16" in err
+
+
+def test_missing_file(capsys, tmp_path):
+    path = tmp_path / "nope.attn"
+    code, out, err = run(capsys, "compile", path, "-n", 16)
+    assert code == 2 and out == "" and str(path) in err and "error" in err
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["compile", "-e", "causal"], "--seq-len"),
+        (["compile", "-e", "causal", "-n", "x"], "positive integer"),
+        (["compile", "-e", "causal", "-n", "0"], "positive integer"),
+        (["show", "-e", "causal", "-n", "8", "--block-m", "-4"], "positive integer"),
+        (["frobnicate"], "invalid choice"),
+        ([], "COMMAND"),
+        (["compile", "-n", "8"], "no pattern given"),
+        (["compile", "examples/lecture.attn", "-e", "causal", "-n", "8"], "not both"),
+    ],
+)
+def test_usage_errors_exit_2(capsys, argv, fragment):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and fragment in err
+
+
+# ------------------------------------------------------------------ real processes
+def test_subprocess_compile_and_help():
+    result = run_subprocess("compile", REPO / "examples" / "lecture.attn", "--seq-len", 1024)
+    assert result.returncode == 0, result.stderr
+    assert "global(0, -1) + random(2, block=64, seed=0) + window(3)" in result.stdout
+    assert result.stderr == ""
+
+
+def test_subprocess_error_goes_to_stderr_with_status_2():
+    result = run_subprocess("compile", "-", "-n", 64, stdin="a = window(3)\na + glbal(0)\n")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert_diagnostic(result.stderr, "<stdin>", 2, 5, "did you mean 'global'?")
+    usage = run_subprocess("show", "-e", "causal")
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr and "--seq-len" in usage.stderr
