@@ -33,9 +33,9 @@ import torch
 
 from . import __version__
 from .pattern import All, Causal, Global, Intersect, Node, Pattern, Random, Union, Window
-from .pattern import global_intervals, random_table
+from .pattern import global_intervals, random_table, walk
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _MARKER = "# @@pattern_mask@@"
 
 
@@ -114,8 +114,8 @@ class _Emitter:
             self.lines += [
                 f"    rows{k} = offs_m // {block}",
                 f"    {out} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int1)",
-                f"    for t in range({count}):",
-                f"        chosen = tl.load(table{k} + rows{k} * {count} + t, mask=offs_m < Q_LEN, other=-1)",
+                "    for t in tl.static_range(RANDOM_SLOTS):  # unrolled; slots past the count load -1",
+                f"        chosen = tl.load(table{k} + rows{k} * {count} + t, mask=(offs_m < Q_LEN) & (t < {count}), other=-1)",
                 f"        {out} = {out} | (chosen[:, None] == j // {block})",
             ]
         else:
@@ -146,7 +146,8 @@ def _source_for_structure(shape: str, body: str, scalars: int) -> KernelSource:
     template = resources.files("patternc").joinpath("kernel_template.py").read_text(encoding="utf-8")
     mask_fn = "\n".join([
         "@triton.jit",
-        "def pattern_mask(offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):",
+        "def pattern_mask(offs_m, offs_n, Q_LEN, KV_LEN, PARAMS,",
+        "                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr):",
         f'    """The pattern `{shape}` on one tile: True where query row i attends key j.',
         "",
         f"    PARAMS (int32) holds {scalars} scalars (bounds, table offsets), then the random tables.",
@@ -202,6 +203,14 @@ def params(pattern: Pattern, q_len: int, kv_len: int) -> torch.Tensor:
             end += table.numel()
     out = torch.tensor(values, dtype=torch.int64)
     return torch.cat([out, *tables]).to(torch.int32)
+
+
+def random_slots(pattern: Pattern, kv_len: int) -> int:
+    """RANDOM_SLOTS, the kernels' unroll count for random tables: the largest number of key
+    blocks a random component picks per query block, rounded up to a power of two (so few
+    values, hence few compiled variants)."""
+    counts = [min(n.count, -(-kv_len // n.block)) for n in walk(pattern.root) if isinstance(n, Random)]
+    return 1 << (max(counts, default=1) - 1).bit_length()
 
 
 def emit_for(pattern: Pattern, q_len: int | None = None, kv_len: int | None = None) -> str:

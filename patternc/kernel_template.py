@@ -25,13 +25,13 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 @triton.jit
 def _tile_keep(offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, IS_FULL: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr):
     """Which pairs of a tile take part: the pattern on partial tiles, key bounds on ragged ones."""
     in_bounds = offs_n[None, :] < KV_LEN
     if IS_FULL:
         keep = in_bounds
     else:
-        keep = pattern_mask(offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, BLOCK_M, BLOCK_N) & in_bounds  # noqa: F821
+        keep = pattern_mask(offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, BLOCK_M, BLOCK_N, RANDOM_SLOTS) & in_bounds  # noqa: F821
     return keep
 
 
@@ -39,7 +39,7 @@ def _tile_keep(offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, IS_FULL: tl.constexpr,
 def _fwd_tile(acc, l_i, m_i, q, K_blk, V_blk, start_n, offs_m, offs_d, stride_kn, stride_kd, stride_vn, stride_vd,
               Q_LEN, KV_LEN, PARAMS, qk_scale,
               IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One key tile of the online softmax: update the running max m, sum l and output acc."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     kv_ok = offs_n < KV_LEN
@@ -48,7 +48,7 @@ def _fwd_tile(acc, l_i, m_i, q, K_blk, V_blk, start_n, offs_m, offs_d, stride_kn
                   mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
     qk = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
     if not (IS_FULL and EVEN_N):  # full tiles of an even length skip every mask
-        keep = _tile_keep(offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, IS_FULL, BLOCK_M, BLOCK_N)
+        keep = _tile_keep(offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, IS_FULL, BLOCK_M, BLOCK_N, RANDOM_SLOTS)
         qk = tl.where(keep, qk, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing yet: avoid -inf - -inf
@@ -69,7 +69,7 @@ def attn_fwd(Q, K, V, O, LSE, PARAMS,
              stride_vb, stride_vh, stride_vn, stride_vd,
              stride_ob, stride_oh, stride_om, stride_od,
              H, GROUP, Q_LEN, KV_LEN, qk_scale,
-             HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+             HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
              EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Forward: one program per (query block, batch x head) computes O and LSE for its rows."""
     start_m = tl.program_id(0)
@@ -94,13 +94,13 @@ def attn_fwd(Q, K, V, O, LSE, PARAMS,
         start_n = tl.load(FULL_INDICES + t) * BLOCK_N
         acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, K_blk, V_blk, start_n, offs_m, offs_d,
                                   stride_kn, stride_kd, stride_vn, stride_vd, Q_LEN, KV_LEN, PARAMS, qk_scale,
-                                  True, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, DOT_PRECISION)
+                                  True, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
     # Partial tiles: the pattern's predicate decides pair by pair.
     for t in range(tl.load(PART_OFFSETS + start_m), tl.load(PART_OFFSETS + start_m + 1)):
         start_n = tl.load(PART_INDICES + t) * BLOCK_N
         acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, K_blk, V_blk, start_n, offs_m, offs_d,
                                   stride_kn, stride_kd, stride_vn, stride_vd, Q_LEN, KV_LEN, PARAMS, qk_scale,
-                                  False, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, DOT_PRECISION)
+                                  False, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
     # Rows that attended nothing: O = 0 and LSE = -inf.
     empty = l_i == 0.0
     l_use = tl.where(empty, 1.0, l_i)
@@ -140,12 +140,12 @@ def attn_bwd_preprocess(O, DO, DLSE, DELTA,
 @triton.jit
 def _bwd_tile_probs(q, k_t, lse, offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, qk_scale,
                     IS_FULL: tl.constexpr, EVEN_N: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Recompute the tile's probabilities P = exp2(s - LSE), zero where pairs do not attend."""
     qk = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
     p = tl.math.exp2(qk - lse[:, None])
     if not (IS_FULL and EVEN_N):
-        keep = _tile_keep(offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, IS_FULL, BLOCK_M, BLOCK_N)
+        keep = _tile_keep(offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, IS_FULL, BLOCK_M, BLOCK_N, RANDOM_SLOTS)
         p = tl.where(keep, p, 0.0)
     return p
 
@@ -165,7 +165,7 @@ def _load_row_stats(LSE, DELTA, row_base, offs_m, Q_LEN):
 def _dkdv_tile(dk, dv, k_t, v_t, Q_blk, DO_blk, LSE, DELTA, row_base, start_m, offs_n, offs_d,
                stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, PARAMS, qk_scale,
                IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One query tile's contribution to dK and dV of this key block."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
     ok = (offs_m < Q_LEN)[:, None] & (offs_d < HEAD_DIM)[None, :]
@@ -173,7 +173,7 @@ def _dkdv_tile(dk, dv, k_t, v_t, Q_blk, DO_blk, LSE, DELTA, row_base, start_m, o
     do = tl.load(DO_blk + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=ok, other=0.0)
     lse, delta = _load_row_stats(LSE, DELTA, row_base, offs_m, Q_LEN)
     p = _bwd_tile_probs(q, k_t, lse, offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, qk_scale,
-                        IS_FULL, EVEN_N, BLOCK_M, BLOCK_N, DOT_PRECISION)
+                        IS_FULL, EVEN_N, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
     dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=DOT_PRECISION)
     dp = tl.dot(do, v_t, input_precision=DOT_PRECISION)
     ds = p * (dp - delta[:, None])
@@ -191,7 +191,7 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
                   stride_dkb, stride_dkh, stride_dkn, stride_dkd,
                   stride_dvb, stride_dvh, stride_dvn, stride_dvd,
                   HKV, GROUP, Q_LEN, KV_LEN, qk_scale, sm_scale,
-                  HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
                   EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """dK, dV: one program per (key block, batch x kv head) walks the transposed layout
     (the query blocks that attend this key block) for every query head of its GQA group."""
@@ -218,12 +218,12 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
             start_m = tl.load(FULL_INDICES + t) * BLOCK_M
             dk, dv = _dkdv_tile(dk, dv, k_t, v_t, Q_blk, DO_blk, LSE, DELTA, row_base, start_m, offs_n, offs_d,
                                 stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, PARAMS, qk_scale,
-                                True, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, DOT_PRECISION)
+                                True, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
         for t in range(tl.load(PART_OFFSETS + kb), tl.load(PART_OFFSETS + kb + 1)):
             start_m = tl.load(PART_INDICES + t) * BLOCK_M
             dk, dv = _dkdv_tile(dk, dv, k_t, v_t, Q_blk, DO_blk, LSE, DELTA, row_base, start_m, offs_n, offs_d,
                                 stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, PARAMS, qk_scale,
-                                False, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, DOT_PRECISION)
+                                False, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
     ok = (offs_n < KV_LEN)[:, None] & (offs_d < HEAD_DIM)[None, :]
     DK_blk = DK + off_b * stride_dkb + off_hk * stride_dkh
     DV_blk = DV + off_b * stride_dvb + off_hk * stride_dvh
@@ -241,7 +241,7 @@ def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, PARAMS,
                 stride_dob, stride_doh, stride_dom, stride_dod,
                 stride_dqb, stride_dqh, stride_dqm, stride_dqd,
                 H, GROUP, Q_LEN, KV_LEN, qk_scale, sm_scale,
-                HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
                 EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """dQ: one program per (query block, batch x head) walks the layout's key blocks."""
     start_m = tl.program_id(0)
@@ -263,11 +263,11 @@ def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, PARAMS,
     for t in range(tl.load(FULL_OFFSETS + start_m), tl.load(FULL_OFFSETS + start_m + 1)):
         dq = _dq_tile(dq, q, do, lse, delta, K_blk, V_blk, tl.load(FULL_INDICES + t) * BLOCK_N, offs_m, offs_d,
                       stride_kn, stride_kd, stride_vn, stride_vd, Q_LEN, KV_LEN, PARAMS, qk_scale,
-                      True, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, DOT_PRECISION)
+                      True, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
     for t in range(tl.load(PART_OFFSETS + start_m), tl.load(PART_OFFSETS + start_m + 1)):
         dq = _dq_tile(dq, q, do, lse, delta, K_blk, V_blk, tl.load(PART_INDICES + t) * BLOCK_N, offs_m, offs_d,
                       stride_kn, stride_kd, stride_vn, stride_vd, Q_LEN, KV_LEN, PARAMS, qk_scale,
-                      False, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, DOT_PRECISION)
+                      False, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
     DQ_blk = DQ + off_b * stride_dqb + off_h * stride_dqh
     tl.store(DQ_blk + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=ok)
@@ -277,14 +277,14 @@ def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, PARAMS,
 def _dq_tile(dq, q, do, lse, delta, K_blk, V_blk, start_n, offs_m, offs_d,
              stride_kn, stride_kd, stride_vn, stride_vd, Q_LEN, KV_LEN, PARAMS, qk_scale,
              IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One key tile's contribution to dQ of this query block."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     ok_t = (offs_n < KV_LEN)[None, :] & (offs_d < HEAD_DIM)[:, None]
     k_t = tl.load(K_blk + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd, mask=ok_t, other=0.0)
     v_t = tl.load(V_blk + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vd, mask=ok_t, other=0.0)
     p = _bwd_tile_probs(q, k_t, lse, offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, qk_scale,
-                        IS_FULL, EVEN_N, BLOCK_M, BLOCK_N, DOT_PRECISION)
+                        IS_FULL, EVEN_N, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
     dp = tl.dot(do, v_t, input_precision=DOT_PRECISION)
     ds = p * (dp - delta[:, None])
     return tl.dot(ds.to(k_t.dtype), tl.trans(k_t), dq, input_precision=DOT_PRECISION)

@@ -84,15 +84,19 @@ class TileConfig:
 
 
 def default_configs(device: torch.device, head_dim: int, dtype: torch.dtype) -> tuple[TileConfig, TileConfig]:
-    """(forward, backward) tile configurations. Conservative: correctness first; tuned later."""
+    """(forward, backward) tile configurations.
+
+    fp16/bf16 with D <= 128: the best of a sweep on an H100 (benchmarks/tune_tiles.py,
+    results in NOTES.md). fp32 or D > 128: smaller tiles that fit shared memory, checked by
+    the GPU golden suite but not tuned.
+    """
     if device.type != "cuda":  # the interpreter: small tiles keep its numpy work small
         return TileConfig(32, 32), TileConfig(32, 32)
-    big = head_dim > 128 or dtype == torch.float32
     if head_dim > 128 and dtype == torch.float32:
         return TileConfig(32, 32, 4, 1), TileConfig(32, 32, 4, 1)
-    if big:
+    if head_dim > 128 or dtype == torch.float32:
         return TileConfig(64, 32, 4, 2), TileConfig(32, 32, 4, 1)
-    return TileConfig(128, 64, 4, 3), TileConfig(64, 64, 4, 2)
+    return TileConfig(64, 64, 4, 3), TileConfig(64, 64, 4, 2)
 
 
 class _Plan:
@@ -105,6 +109,7 @@ class _Plan:
         self.fwd_layout = pattern.layout(q_len, kv_len, fwd.block_m, fwd.block_n).to(device)
         self.bwd_layout = pattern.layout(q_len, kv_len, bwd.block_m, bwd.block_n).to(device)
         self.q_len, self.kv_len = q_len, kv_len
+        self.random_slots = codegen.random_slots(pattern, kv_len)
         self.d_pad = max(16, triton_next_power_of_2(head_dim))
         allow_tf32 = dtype == torch.float32 and device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
         self.precision = "tf32" if allow_tf32 else "ieee"
@@ -121,7 +126,7 @@ class _Plan:
             lay.full.offsets, lay.full.indices, lay.partial.offsets, lay.partial.indices,
             *q.stride(), *k.stride(), *v.stride(), *o.stride(),
             H, H // HKV, Lq, self.kv_len, scale * 1.4426950408889634,
-            HEAD_DIM=D, D_PAD=self.d_pad, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+            HEAD_DIM=D, D_PAD=self.d_pad, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, RANDOM_SLOTS=self.random_slots,
             EVEN_N=self.kv_len % cfg.block_n == 0, DOT_PRECISION=self.precision,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
@@ -140,6 +145,7 @@ class _Plan:
         dk = _empty(k.shape, k.dtype, k.device)
         dv = _empty(v.shape, v.dtype, v.device)
         common = dict(HEAD_DIM=D, D_PAD=self.d_pad, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+                      RANDOM_SLOTS=self.random_slots,
                       EVEN_N=self.kv_len % cfg.block_n == 0, DOT_PRECISION=self.precision,
                       num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         qk_scale = scale * 1.4426950408889634
