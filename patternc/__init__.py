@@ -5,7 +5,7 @@
     >>> print(p)
     global(0, -1) + random(2, block=64, seed=0) + window(3)
     >>> p.layout(1024, block_m=128, block_n=128).num_listed
-    32
+    52
 
 The pipeline, one module per stage: source → parser → ast → check → pattern → layout →
 codegen → runtime → cli.
@@ -50,7 +50,7 @@ def load(path: str | Path) -> Pattern:
     """Read a ``.attn`` file and parse it; errors name the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte order mark
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise PatterncError(f"cannot read pattern file '{path}': {reason}") from None

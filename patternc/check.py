@@ -106,7 +106,7 @@ class _Checker:
             raise self.error(f"{r.name} needs arguments: {_USAGE[r.name]}", r.span)
         if r.name in SELECTOR_WORDS:
             raise self.error(f"'{r.name}' is a selector; use it inside global(), e.g. global({r.name})", r.span)
-        hint = _suggest(r.name, set(self.names) | set(COMPONENTS))
+        hint = _suggest(r.name, set(self.names) | {"causal", "all"}) or _suggest(r.name, COMPONENTS)
         raise self.error(f"unknown name '{r.name}'{hint}", r.span)
 
     def call(self, c: ast.Call) -> pt.Node:

@@ -35,7 +35,7 @@ from . import __version__
 from .pattern import All, Causal, Global, Intersect, Node, Pattern, Random, Union, Window
 from .pattern import global_intervals, random_table, walk
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 _MARKER = "# @@pattern_mask@@"
 
 
@@ -104,18 +104,17 @@ class _Emitter:
             in_p = " | ".join(f"((p >= {lo}) & (p < {hi}))" for lo, hi in bounds)
             self.lines.append(f"    {out} = {in_j} | {in_p}")
         elif isinstance(node, Random):
-            base = self.scalars(node, 3)
+            base = self.scalars(node, 2)
             self.lines += [
                 "    # random: query block i // block attends the key blocks in its row of a table",
-                f"    table{k} = PARAMS + tl.load(PARAMS + {base:d})  # [query blocks, count] int32",
+                f"    table{k} = PARAMS + tl.load(PARAMS + {base:d})  # [query blocks, RANDOM_SLOTS] int32, -1 pads",
             ]
-            count = self.load(f"count{k}", base + 1)
-            block = self.load(f"block{k}", base + 2)
+            block = self.load(f"block{k}", base + 1)
             self.lines += [
                 f"    rows{k} = offs_m // {block}",
                 f"    {out} = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int1)",
-                "    for t in tl.static_range(RANDOM_SLOTS):  # unrolled; slots past the count load -1",
-                f"        chosen = tl.load(table{k} + rows{k} * {count} + t, mask=(offs_m < Q_LEN) & (t < {count}), other=-1)",
+                "    for t in tl.static_range(RANDOM_SLOTS):  # unrolled; padding slots hold -1, which no key block matches",
+                f"        chosen = tl.load(table{k} + rows{k} * RANDOM_SLOTS + t, mask=offs_m < Q_LEN, other=-1)",
                 f"        {out} = {out} | (chosen[:, None] == j // {block})",
             ]
         else:
@@ -190,6 +189,7 @@ def params(pattern: Pattern, q_len: int, kv_len: int) -> torch.Tensor:
     tables = []
     end = emitter.size
     reach = q_len + kv_len  # |j - p| < Lq + Lk: clamping bounds keeps int32 math exact
+    slots = random_slots(pattern, kv_len)
     for node, at in emitter.slots:
         if isinstance(node, Window):
             values[at : at + 2] = [min(node.left, reach), min(node.right, reach)]
@@ -198,7 +198,8 @@ def params(pattern: Pattern, q_len: int, kv_len: int) -> torch.Tensor:
                 values[at + 2 * s : at + 2 * s + 2] = [lo, hi]
         elif isinstance(node, Random):
             table = random_table(node, q_len, kv_len)
-            values[at : at + 3] = [end, table.shape[1], node.block]
+            table = torch.nn.functional.pad(table, (0, slots - table.shape[1]), value=-1)
+            values[at : at + 2] = [end, node.block]
             tables.append(table.reshape(-1))
             end += table.numel()
     out = torch.tensor(values, dtype=torch.int64)
