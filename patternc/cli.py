@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -101,12 +102,13 @@ def _cmd_check(args) -> int:
     options = {k: v for k, v in (("block_m", args.block_m), ("block_n", args.block_n)) if v is not None}
     from . import golden
 
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     rows = golden.compare(pattern, q_len, args.kv_len, batch=args.batch, heads=args.heads, kv_heads=args.kv_heads,
-                          head_dim=args.head_dim, dtype=dtype, device=device, seed=args.seed, **options)
+                          head_dim=args.head_dim, dtype=dtype, device=device, seed=seed, **options)
     where = torch.cuda.get_device_name() if device == "cuda" else "CPU, Triton interpreter"
     print(f"pattern   {pattern}")
     print(f"inputs    {args.dtype}, B={args.batch} Hq={args.heads} Hkv={args.kv_heads or args.heads} "
-          f"Lq={q_len} Lk={args.kv_len or q_len} D={args.head_dim}, on {where}")
+          f"Lq={q_len} Lk={args.kv_len or q_len} D={args.head_dim}, on {where}, --seed {seed}")
     print(golden.table(rows))
     return 0 if all(r.ok for r in rows) else 1
 
@@ -172,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `patternc show ... | head`
         return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug in patternc, Triton or torch: one line, not a traceback
+        if os.environ.get("PATTERNC_TRACEBACK"):
+            raise
+        print(f"patternc: internal error: {type(exc).__name__}: {exc}\n"
+              "(set PATTERNC_TRACEBACK=1 to see the traceback, and please report it)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

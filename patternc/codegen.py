@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .errors import PatterncError
 from .pattern import All, Causal, Global, Intersect, Node, Pattern, Random, Union, Window
 from .pattern import global_intervals, random_table, walk
 
@@ -164,8 +165,19 @@ def _source_for_structure(shape: str, body: str, scalars: int) -> KernelSource:
         "#",
         "# One module per pattern *structure*: values (window bounds, global intervals, random",
         "# tables) are read at run time from PARAMS, so other sizes of the same shape reuse it.",
-        "# Kernels: attn_fwd, attn_bwd_preprocess, attn_bwd_dkdv, attn_bwd_dq. Full tiles run with",
-        "# IS_FULL=True and skip pattern_mask; partial tiles call it.",
+        "#",
+        "# Kernels (1-D grids, one program per block x (batch * head)):",
+        "#   attn_fwd             per query block: O [B, H, Lq, D] and LSE [B, H, Lq] (natural log)",
+        "#   attn_bwd_preprocess  per query block: delta = rowsum(dO * O) - dLSE",
+        "#   attn_bwd_dkdv        per key block:   dK, dV over the query blocks that see it (GQA group summed)",
+        "#   attn_bwd_dq          per query block: dQ",
+        "# Arguments: Q, K, V (and dO, outputs) with all four strides each; PARAMS (int32, below);",
+        "#   the layout's CSR lists FULL_OFFSETS/FULL_INDICES and PART_OFFSETS/PART_INDICES (key blocks",
+        "#   per query block; the transpose for attn_bwd_dkdv); H, GROUP = Hq // Hkv, Q_LEN, KV_LEN;",
+        "#   qk_scale = scale * log2(e). Constexprs: HEAD_DIM, D_PAD (next power of two), BLOCK_M,",
+        "#   BLOCK_N, RANDOM_SLOTS (random-table width), EVEN_N (KV_LEN % BLOCK_N == 0), DOT_PRECISION.",
+        "# Block classes: empty tiles are never visited; full tiles (IS_FULL=True) do no mask math at",
+        "#   all when EVEN_N; partial tiles evaluate pattern_mask pair by pair.",
         "",
     ])
     body_start = template.index("# Conventions")  # drop the template's note about itself
@@ -246,15 +258,19 @@ def load(src: KernelSource):
     if module is not None:
         return module
     directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{src.module_name}.py"
     try:
         current = path.read_text(encoding="utf-8")
     except OSError:
         current = None
     if current != src.text:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{src.module_name}.", suffix=".tmp")
         try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{src.module_name}.", suffix=".tmp")
+        except OSError as exc:
+            raise PatterncError(f"cannot write the kernel cache in '{directory}': {exc.strerror or exc} "
+                                "(set PATTERNC_CACHE_DIR to a writable directory)") from None
+        try:  # write a private temp file, then rename: readers see the old file or the whole new one
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(src.text)
             os.replace(tmp, path)

@@ -28,10 +28,11 @@ class Row:
 
 def compare(pattern: Pattern, q_len: int, kv_len: int | None = None, *, batch: int = 1, heads: int = 2,
             kv_heads: int | None = None, head_dim: int = 64, dtype=torch.float16, device="cpu",
-            seed: int | None = None, **options) -> list[Row]:
-    """Errors of O, dQ, dK, dV (relative error norm and max abs) against float64 attention."""
+            seed: int = 0, **options) -> list[Row]:
+    """Errors of O, dQ, dK, dV (relative error norm and max abs) against float64 attention,
+    on inputs drawn from ``seed`` (a private generator: the global RNG is left alone)."""
     kv_len = q_len if kv_len is None else kv_len
-    gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    gen = torch.Generator().manual_seed(seed)
     shapes = {"q": (batch, heads, q_len, head_dim), "k": (batch, kv_heads or heads, kv_len, head_dim)}
     q, k, v = (torch.randn(shapes["q" if n == "q" else "k"], generator=gen) for n in "qkv")
     d_out = torch.randn(shapes["q"], generator=gen)

@@ -13,6 +13,8 @@
 #   Tiles are BLOCK_M query rows x BLOCK_N key columns and match the layout's blocks.
 #   Each program walks its CSR list of full tiles (IS_FULL: no mask math), then its
 #   partial tiles (the pattern's predicate, `pattern_mask`).
+#   Pointers: a tile's first row is added to the base pointer in 64 bits, then offsets
+#   inside the tile (< BLOCK x stride) stay 32-bit: long or strided tensors stay addressable.
 
 import triton
 import triton.language as tl
@@ -21,6 +23,16 @@ LN2 = tl.constexpr(0.6931471805599453)
 LOG2E = tl.constexpr(1.4426950408889634)
 
 # @@pattern_mask@@
+
+
+@triton.jit
+def _program(LEN, BLOCK: tl.constexpr):
+    """(block, batch x head) of this program. The grid is 1-D with blocks varying fastest, so
+    neighbouring programs share one head's K and V in L2, and B x H is not bound by the
+    65535 limit of a second grid axis."""
+    num_blocks = tl.cdiv(LEN, BLOCK)
+    pid = tl.program_id(0)
+    return pid % num_blocks, pid // num_blocks
 
 
 @triton.jit
@@ -41,10 +53,13 @@ def _fwd_tile(acc, l_i, m_i, q, K_blk, V_blk, start_n, offs_m, offs_d, stride_kn
               IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One key tile of the online softmax: update the running max m, sum l and output acc."""
-    offs_n = start_n + tl.arange(0, BLOCK_N)
+    rn = tl.arange(0, BLOCK_N)
+    offs_n = start_n + rn
     kv_ok = offs_n < KV_LEN
     d_ok = offs_d < HEAD_DIM
-    k_t = tl.load(K_blk + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+    K_tile = K_blk + start_n.to(tl.int64) * stride_kn
+    V_tile = V_blk + start_n.to(tl.int64) * stride_vn
+    k_t = tl.load(K_tile + rn[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                   mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
     qk = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
     if not (IS_FULL and EVEN_N):  # full tiles of an even length skip every mask
@@ -55,7 +70,7 @@ def _fwd_tile(acc, l_i, m_i, q, K_blk, V_blk, start_n, offs_m, offs_d, stride_kn
     p = tl.math.exp2(qk - m_use[:, None])
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(V_blk + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+    v = tl.load(V_tile + rn[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                 mask=kv_ok[:, None] & d_ok[None, :], other=0.0)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
     return acc, l_i, m_new
@@ -72,19 +87,20 @@ def attn_fwd(Q, K, V, O, LSE, PARAMS,
              HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
              EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Forward: one program per (query block, batch x head) computes O and LSE for its rows."""
-    start_m = tl.program_id(0)
-    off_bh = tl.program_id(1)
+    start_m, off_bh = _program(Q_LEN, BLOCK_M)
     off_b = (off_bh // H).to(tl.int64)
     off_h = (off_bh % H).to(tl.int64)
     off_hk = off_h // GROUP
-    Q_blk = Q + off_b * stride_qb + off_h * stride_qh
+    row0 = (start_m * BLOCK_M).to(tl.int64)
+    Q_blk = Q + off_b * stride_qb + off_h * stride_qh + row0 * stride_qm
     K_blk = K + off_b * stride_kb + off_hk * stride_kh
     V_blk = V + off_b * stride_vb + off_hk * stride_vh
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rm = tl.arange(0, BLOCK_M)
+    offs_m = start_m * BLOCK_M + rm
     offs_d = tl.arange(0, D_PAD)
     row_ok = offs_m < Q_LEN
     d_ok = offs_d < HEAD_DIM
-    q = tl.load(Q_blk + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+    q = tl.load(Q_blk + rm[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -106,8 +122,8 @@ def attn_fwd(Q, K, V, O, LSE, PARAMS,
     l_use = tl.where(empty, 1.0, l_i)
     o = acc / l_use[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_use)) * LN2)
-    O_blk = O + off_b * stride_ob + off_h * stride_oh
-    tl.store(O_blk + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od, o.to(O.dtype.element_ty),
+    O_blk = O + off_b * stride_ob + off_h * stride_oh + row0 * stride_om
+    tl.store(O_blk + rm[:, None] * stride_om + offs_d[None, :] * stride_od, o.to(O.dtype.element_ty),
              mask=row_ok[:, None] & d_ok[None, :])
     tl.store(LSE + off_bh.to(tl.int64) * Q_LEN + offs_m, lse, mask=row_ok)
 
@@ -119,17 +135,18 @@ def attn_bwd_preprocess(O, DO, DLSE, DELTA,
                         H, Q_LEN,
                         HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, HAS_DLSE: tl.constexpr):
     """delta = rowsum(dO * O) - dLSE: the softmax-gradient correction of each query row."""
-    start_m = tl.program_id(0)
-    off_bh = tl.program_id(1)
+    start_m, off_bh = _program(Q_LEN, BLOCK_M)
     off_b = (off_bh // H).to(tl.int64)
     off_h = (off_bh % H).to(tl.int64)
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row0 = (start_m * BLOCK_M).to(tl.int64)
+    rm = tl.arange(0, BLOCK_M)
+    offs_m = start_m * BLOCK_M + rm
     offs_d = tl.arange(0, D_PAD)
     ok = (offs_m < Q_LEN)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    o = tl.load(O + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
-                mask=ok, other=0.0)
-    do = tl.load(DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod,
-                 mask=ok, other=0.0)
+    O_blk = O + off_b * stride_ob + off_h * stride_oh + row0 * stride_om
+    DO_blk = DO + off_b * stride_dob + off_h * stride_doh + row0 * stride_dom
+    o = tl.load(O_blk + rm[:, None] * stride_om + offs_d[None, :] * stride_od, mask=ok, other=0.0)
+    do = tl.load(DO_blk + rm[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=ok, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     row = off_bh.to(tl.int64) * Q_LEN + offs_m
     if HAS_DLSE:  # d lse / d score = softmax, so a gradient on LSE shifts delta
@@ -167,10 +184,13 @@ def _dkdv_tile(dk, dv, k_t, v_t, Q_blk, DO_blk, LSE, DELTA, row_base, start_m, o
                IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One query tile's contribution to dK and dV of this key block."""
-    offs_m = start_m + tl.arange(0, BLOCK_M)
+    rm = tl.arange(0, BLOCK_M)
+    offs_m = start_m + rm
     ok = (offs_m < Q_LEN)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    q = tl.load(Q_blk + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=ok, other=0.0)
-    do = tl.load(DO_blk + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=ok, other=0.0)
+    Q_tile = Q_blk + start_m.to(tl.int64) * stride_qm
+    DO_tile = DO_blk + start_m.to(tl.int64) * stride_dom
+    q = tl.load(Q_tile + rm[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=ok, other=0.0)
+    do = tl.load(DO_tile + rm[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=ok, other=0.0)
     lse, delta = _load_row_stats(LSE, DELTA, row_base, offs_m, Q_LEN)
     p = _bwd_tile_probs(q, k_t, lse, offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, qk_scale,
                         IS_FULL, EVEN_N, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
@@ -195,20 +215,21 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
                   EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """dK, dV: one program per (key block, batch x kv head) walks the transposed layout
     (the query blocks that attend this key block) for every query head of its GQA group."""
-    start_n = tl.program_id(0) * BLOCK_N
-    off_bh = tl.program_id(1)
+    kb, off_bh = _program(KV_LEN, BLOCK_N)
+    start_n = kb * BLOCK_N
     off_b = (off_bh // HKV).to(tl.int64)
     off_hk = (off_bh % HKV).to(tl.int64)
-    offs_n = start_n + tl.arange(0, BLOCK_N)
+    col0 = start_n.to(tl.int64)
+    rn = tl.arange(0, BLOCK_N)
+    offs_n = start_n + rn
     offs_d = tl.arange(0, D_PAD)
     ok_t = (offs_n < KV_LEN)[None, :] & (offs_d < HEAD_DIM)[:, None]
-    K_blk = K + off_b * stride_kb + off_hk * stride_kh
-    V_blk = V + off_b * stride_vb + off_hk * stride_vh
-    k_t = tl.load(K_blk + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd, mask=ok_t, other=0.0)
-    v_t = tl.load(V_blk + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vd, mask=ok_t, other=0.0)
+    K_blk = K + off_b * stride_kb + off_hk * stride_kh + col0 * stride_kn
+    V_blk = V + off_b * stride_vb + off_hk * stride_vh + col0 * stride_vn
+    k_t = tl.load(K_blk + rn[None, :] * stride_kn + offs_d[:, None] * stride_kd, mask=ok_t, other=0.0)
+    v_t = tl.load(V_blk + rn[None, :] * stride_vn + offs_d[:, None] * stride_vd, mask=ok_t, other=0.0)
     dk = tl.zeros([BLOCK_N, D_PAD], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, D_PAD], dtype=tl.float32)
-    kb = tl.program_id(0)
     for g in range(GROUP):
         off_h = off_hk * GROUP + g
         Q_blk = Q + off_b * stride_qb + off_h * stride_qh
@@ -225,11 +246,11 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
                                 stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, PARAMS, qk_scale,
                                 False, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
     ok = (offs_n < KV_LEN)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    DK_blk = DK + off_b * stride_dkb + off_hk * stride_dkh
-    DV_blk = DV + off_b * stride_dvb + off_hk * stride_dvh
-    tl.store(DK_blk + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
+    DK_blk = DK + off_b * stride_dkb + off_hk * stride_dkh + col0 * stride_dkn
+    DV_blk = DV + off_b * stride_dvb + off_hk * stride_dvh + col0 * stride_dvn
+    tl.store(DK_blk + rn[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
              (dk * sm_scale).to(DK.dtype.element_ty), mask=ok)
-    tl.store(DV_blk + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd, dv.to(DV.dtype.element_ty), mask=ok)
+    tl.store(DV_blk + rn[:, None] * stride_dvn + offs_d[None, :] * stride_dvd, dv.to(DV.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -244,18 +265,19 @@ def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, PARAMS,
                 HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
                 EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """dQ: one program per (query block, batch x head) walks the layout's key blocks."""
-    start_m = tl.program_id(0)
-    off_bh = tl.program_id(1)
+    start_m, off_bh = _program(Q_LEN, BLOCK_M)
     off_b = (off_bh // H).to(tl.int64)
     off_h = (off_bh % H).to(tl.int64)
     off_hk = off_h // GROUP
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row0 = (start_m * BLOCK_M).to(tl.int64)
+    rm = tl.arange(0, BLOCK_M)
+    offs_m = start_m * BLOCK_M + rm
     offs_d = tl.arange(0, D_PAD)
     ok = (offs_m < Q_LEN)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    q = tl.load(Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                mask=ok, other=0.0)
-    do = tl.load(DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod,
-                 mask=ok, other=0.0)
+    Q_blk = Q + off_b * stride_qb + off_h * stride_qh + row0 * stride_qm
+    DO_blk = DO + off_b * stride_dob + off_h * stride_doh + row0 * stride_dom
+    q = tl.load(Q_blk + rm[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=ok, other=0.0)
+    do = tl.load(DO_blk + rm[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=ok, other=0.0)
     lse, delta = _load_row_stats(LSE, DELTA, off_bh.to(tl.int64) * Q_LEN, offs_m, Q_LEN)
     K_blk = K + off_b * stride_kb + off_hk * stride_kh
     V_blk = V + off_b * stride_vb + off_hk * stride_vh
@@ -268,8 +290,8 @@ def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, PARAMS,
         dq = _dq_tile(dq, q, do, lse, delta, K_blk, V_blk, tl.load(PART_INDICES + t) * BLOCK_N, offs_m, offs_d,
                       stride_kn, stride_kd, stride_vn, stride_vd, Q_LEN, KV_LEN, PARAMS, qk_scale,
                       False, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
-    DQ_blk = DQ + off_b * stride_dqb + off_h * stride_dqh
-    tl.store(DQ_blk + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
+    DQ_blk = DQ + off_b * stride_dqb + off_h * stride_dqh + row0 * stride_dqm
+    tl.store(DQ_blk + rm[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=ok)
 
 
@@ -279,10 +301,13 @@ def _dq_tile(dq, q, do, lse, delta, K_blk, V_blk, start_n, offs_m, offs_d,
              IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One key tile's contribution to dQ of this query block."""
-    offs_n = start_n + tl.arange(0, BLOCK_N)
+    rn = tl.arange(0, BLOCK_N)
+    offs_n = start_n + rn
     ok_t = (offs_n < KV_LEN)[None, :] & (offs_d < HEAD_DIM)[:, None]
-    k_t = tl.load(K_blk + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd, mask=ok_t, other=0.0)
-    v_t = tl.load(V_blk + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vd, mask=ok_t, other=0.0)
+    K_tile = K_blk + start_n.to(tl.int64) * stride_kn
+    V_tile = V_blk + start_n.to(tl.int64) * stride_vn
+    k_t = tl.load(K_tile + rn[None, :] * stride_kn + offs_d[:, None] * stride_kd, mask=ok_t, other=0.0)
+    v_t = tl.load(V_tile + rn[None, :] * stride_vn + offs_d[:, None] * stride_vd, mask=ok_t, other=0.0)
     p = _bwd_tile_probs(q, k_t, lse, offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, qk_scale,
                         IS_FULL, EVEN_N, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
     dp = tl.dot(do, v_t, input_precision=DOT_PRECISION)

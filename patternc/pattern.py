@@ -75,7 +75,7 @@ class Window(Node):
     right: int
 
     def __str__(self) -> str:
-        if self.left == self.right:
+        if self.left == self.right and 2 * self.left + 1 <= 2**31 - 1:  # the width must parse back
             return f"window({2 * self.left + 1})"
         return f"window(left={self.left}, right={self.right})"
 

@@ -10,12 +10,15 @@ Where it runs:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass
 
 import torch
+import triton
 
 from . import codegen
 from .errors import PatterncError
@@ -110,9 +113,7 @@ class _Plan:
         self.bwd_layout = pattern.layout(q_len, kv_len, bwd.block_m, bwd.block_n).to(device)
         self.q_len, self.kv_len = q_len, kv_len
         self.random_slots = codegen.random_slots(pattern, kv_len)
-        self.d_pad = max(16, triton_next_power_of_2(head_dim))
-        allow_tf32 = dtype == torch.float32 and device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
-        self.precision = "tf32" if allow_tf32 else "ieee"
+        self.d_pad = max(16, triton.next_power_of_2(head_dim))
 
     def forward(self, q, k, v, scale):
         B, H, Lq, D = q.shape
@@ -120,14 +121,14 @@ class _Plan:
         o = _empty(q.shape, q.dtype, q.device)
         lse = _empty((B, H, Lq), torch.float32, q.device)
         cfg, lay = self.fwd_cfg, self.fwd_layout
-        grid = (lay.num_q_blocks, B * H)
+        grid = (lay.num_q_blocks * B * H,)
         self.module.attn_fwd[grid](
             q, k, v, o, lse, self.params,
             lay.full.offsets, lay.full.indices, lay.partial.offsets, lay.partial.indices,
             *q.stride(), *k.stride(), *v.stride(), *o.stride(),
             H, H // HKV, Lq, self.kv_len, scale * 1.4426950408889634,
             HEAD_DIM=D, D_PAD=self.d_pad, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, RANDOM_SLOTS=self.random_slots,
-            EVEN_N=self.kv_len % cfg.block_n == 0, DOT_PRECISION=self.precision,
+            EVEN_N=self.kv_len % cfg.block_n == 0, DOT_PRECISION=_dot_precision(q),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
         return o, lse
@@ -137,7 +138,7 @@ class _Plan:
         HKV = k.shape[1]
         cfg, lay = self.bwd_cfg, self.bwd_layout
         delta = _empty((B, H, Lq), torch.float32, q.device)
-        self.module.attn_bwd_preprocess[(triton_cdiv(Lq, 64), B * H)](
+        self.module.attn_bwd_preprocess[(triton.cdiv(Lq, 64) * B * H,)](
             o, do, dlse if dlse is not None else delta, delta, *o.stride(), *do.stride(), H, Lq,
             HEAD_DIM=D, D_PAD=self.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None,
         )
@@ -146,16 +147,16 @@ class _Plan:
         dv = _empty(v.shape, v.dtype, v.device)
         common = dict(HEAD_DIM=D, D_PAD=self.d_pad, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                       RANDOM_SLOTS=self.random_slots,
-                      EVEN_N=self.kv_len % cfg.block_n == 0, DOT_PRECISION=self.precision,
+                      EVEN_N=self.kv_len % cfg.block_n == 0, DOT_PRECISION=_dot_precision(q),
                       num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         qk_scale = scale * 1.4426950408889634
-        self.module.attn_bwd_dkdv[(lay.num_kv_blocks, B * HKV)](
+        self.module.attn_bwd_dkdv[(lay.num_kv_blocks * B * HKV,)](
             q, k, v, do, dk, dv, lse, delta, self.params,
             lay.full_t.offsets, lay.full_t.indices, lay.partial_t.offsets, lay.partial_t.indices,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
             HKV, H // HKV, Lq, self.kv_len, qk_scale, scale, **common,
         )
-        self.module.attn_bwd_dq[(lay.num_q_blocks, B * H)](
+        self.module.attn_bwd_dq[(lay.num_q_blocks * B * H,)](
             q, k, v, do, dq, lse, delta, self.params,
             lay.full.offsets, lay.full.indices, lay.partial.offsets, lay.partial.indices,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
@@ -164,23 +165,33 @@ class _Plan:
         return dq, dk, dv
 
 
+@functools.lru_cache(maxsize=512)
+def _shared_plan(*key) -> _Plan:
+    """Plans shared by every module of the same pattern (e.g. one per layer of a model)."""
+    return _Plan(*key)
+
+
+def _dot_precision(q) -> str:
+    """fp32 dots use TF32 exactly when torch's matmuls would (read at each call, as torch does)."""
+    tf32 = q.dtype == torch.float32 and q.is_cuda and torch.backends.cuda.matmul.allow_tf32
+    return "tf32" if tf32 else "ieee"
+
+
+def _on(device):
+    """Launch on the tensors' GPU, whatever the current device is."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _empty(shape, dtype, device):
     """Output allocation (tests replace it with NaN-filled buffers to catch unwritten elements)."""
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def triton_next_power_of_2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 class _SparseFlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, scale, plan):
-        o, lse = plan.forward(q, k, v, scale)
+        with _on(q.device):
+            o, lse = plan.forward(q, k, v, scale)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.scale, ctx.plan = scale, plan
         return o, lse
@@ -188,7 +199,10 @@ class _SparseFlashAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, dlse):
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = ctx.plan.backward(q, k, v, o, lse, do, dlse, ctx.scale)
+        if dlse is not None:
+            dlse = dlse.contiguous()  # the kernels index it as a packed [B, H, Lq] array
+        with _on(q.device):
+            dq, dk, dv = ctx.plan.backward(q, k, v, o, lse, do, dlse, ctx.scale)
         return dq, dk, dv, None, None
 
 
@@ -239,7 +253,7 @@ class PatternAttention(torch.nn.Module):
         fwd, bwd = default_configs(q.device, D, q.dtype)
         overrides = {k: v for k, v in self.tiles.items() if v is not None}
         fwd, bwd = dataclasses.replace(fwd, **overrides), dataclasses.replace(bwd, **overrides)
-        return _Plan(self.pattern, q.shape[2], k.shape[2], q.device, q.dtype, D, fwd, bwd)
+        return _shared_plan(self.pattern, q.shape[2], k.shape[2], q.device, q.dtype, D, fwd, bwd)
 
 
 def attention_from(pattern, **options) -> PatternAttention:

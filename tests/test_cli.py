@@ -1,4 +1,4 @@
-"""The command line: `patternc compile | show`, in-process through `patternc.cli.main` (fast)
+"""The command line: `patternc compile | show | check`, in-process through `patternc.cli.main` (fast)
 and, a few times, as a real `python -m patternc` subprocess (exit codes, streams)."""
 
 import argparse
@@ -236,3 +236,76 @@ def test_subprocess_error_goes_to_stderr_with_status_2():
     assert_diagnostic(result.stderr, "<stdin>", 2, 5, "did you mean 'global'?")
     usage = run_subprocess("show", "-e", "causal")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr and "--seq-len" in usage.stderr
+
+
+# ------------------------------------------------------------------ compile --emit, check
+def test_emit_to_stdout_is_the_cached_kernel_module(capsys):
+    code, out, err = run(capsys, "compile", "-e", "global(first) + window(5) & causal", "-n", "300", "--emit", "-")
+    assert code == 0 and "pattern   causal & window(5) + global(0)" in err  # the report goes to stderr
+    src = patternc.codegen.generate(patternc.parse("global(first) + window(5) & causal"))
+    assert out.startswith("# pattern: causal & window(5) + global(0)\n") and out.endswith(src.text)
+    assert "# PARAMS at q_len=300, kv_len=300: [2, 2, 0, 1]" in out
+    for kernel in ("attn_fwd", "attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq", "pattern_mask"):
+        assert f"def {kernel}(" in out
+    compile(out, "<emitted>", "exec")  # valid Python
+
+
+def test_emit_to_directory(capsys, tmp_path):
+    code, out, _ = run(capsys, "compile", REPO / "examples" / "lecture.attn", "-n", "1024", "--emit", tmp_path / "k")
+    (path,) = (tmp_path / "k").iterdir()
+    assert code == 0 and f"kernel    {path}" in out and "def pattern_mask(" in path.read_text()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_check_on_cpu_passes_and_prints_the_table(capsys, dtype):
+    code, out, err = run(capsys, "check", "-e", "global(eos) + window(left=9, right=0) + random(1, block=16)",
+                         "-n", "40", "--kv-len", "50", "--head-dim", "16", "--heads", "4", "--kv-heads", "2",
+                         "--block-m", "16", "--block-n", "16", "--dtype", dtype, "--device", "cpu", "--seed", "3")
+    assert code == 0, out + err
+    rows = re.findall(r"^(O|dQ|dK|dV)\s+(\S+)\s+(\S+)\s+(\S+)\s+yes$", out, re.M)
+    assert [r[0] for r in rows] == ["O", "dQ", "dK", "dV"] and "--seed 3" in out
+    assert all(float(r[2]) <= float(r[3]) for r in rows)
+
+
+def test_check_fails_with_status_1_when_kernels_are_wrong(capsys, monkeypatch):
+    real = patternc.golden.attention_from
+
+    def off_by_a_bit(pattern, **options):
+        attn = real(pattern, **options)
+        return lambda q, k, v: attn(q, k, v) * 1.01
+
+    monkeypatch.setattr(patternc.golden, "attention_from", off_by_a_bit)
+    code, out, _ = run(capsys, "check", "-e", "window(3)", "-n", "20", "--head-dim", "16", "--dtype", "float32",
+                       "--device", "cpu", "--block-m", "16", "--block-n", "16")
+    assert code == 1 and re.search(r"^O\s.*NO$", out, re.M)
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [(["--dtype", "bfloat16", "--device", "cpu"], "bfloat16 cannot be checked on the CPU"),
+     (["--block-m", "24", "--device", "cpu"], "block_m must be a power of two"),
+     (["--heads", "3", "--kv-heads", "2", "--device", "cpu"], "not a multiple of k's 2 heads")],
+)
+def test_check_bad_options_exit_2(capsys, argv, fragment):
+    code, _, err = run(capsys, "check", "-e", "window(3)", "-n", "16", "--head-dim", "16", *argv)
+    assert code == 2 and fragment in err
+
+
+def test_internal_errors_are_one_line(capsys, monkeypatch):
+    def boom(args):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(patternc.cli, "_cmd_show", boom)
+    monkeypatch.setattr(patternc.cli, "build_parser", _parser_with_show(boom))
+    code, _, err = run(capsys, "show", "-e", "window(3)", "-n", "4")
+    assert code == 2 and err.startswith("patternc: internal error: RuntimeError: simulated bug")
+
+
+def _parser_with_show(run_fn):
+    def build():
+        parser = build_parser()
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        sub.choices["show"].set_defaults(run=run_fn)
+        return parser
+
+    return build

@@ -1,5 +1,5 @@
 """GPU golden tests (``pytest -m gpu -s`` on a CUDA machine): bf16 / fp16 / fp32, 1K to 16K
-tokens, head dims 64 / 128 / 256, every example pattern, forward and all gradients, with
+tokens, head dims 64 / 128 / 256 (and 80 / 96 / 192), every example pattern, forward and all gradients, with
 the kernels' default tile configurations. Each passing case prints its errors (``-s``)."""
 
 import os
@@ -42,3 +42,39 @@ def test_unequal_lengths_and_gqa(lq, lk, hq, hkv):
 def test_token_level_random_and_fully_masked_rows():
     run_case("random(2, block=1, seed=3) + window(1)", lq=2048, d=64, dtype=torch.bfloat16, block=None)
     run_case("causal", lq=3000, lk=1000, d=64, dtype=torch.float16, block=None)
+
+
+@pytest.mark.parametrize("d", [80, 96, 192])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_head_dims_not_powers_of_two(d, dtype):
+    run_case("global(first, eos) + window(3) + random(2)", lq=1024, lk=1500, hq=4, hkv=2, d=d,
+             dtype=DTYPES[dtype], block=None)
+
+
+def test_more_than_65535_batch_heads():
+    """B x H = 70000 programs per query block: beyond a second grid axis' limit."""
+    run_case("window(left=7, right=0) + global(first)", lq=40, d=16, b=7, hq=10000, hkv=5000,
+             dtype=torch.float16, block=None)
+
+
+def test_offsets_beyond_int32():
+    """[B, L, H, D] storage with L * H * D > 2**31: row offsets need 64-bit pointer math."""
+    L, H, D, w = 131072 + 64, 128, 128, 64
+    pattern = f"window(left={w - 1}, right=0)"
+    q, k, v = (torch.randn(1, L, H, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
+               for _ in range(3))
+    assert L * H * D > 2**31
+    out = patternc.attention_from(pattern)(q, k, v)
+    d_out = torch.randn_like(out)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), d_out)
+    # The last 512 queries of the last head only see the last 512 + 63 keys: check them densely.
+    s, h = L - 512, H - 1
+    qs, ks, vs = (t[:, h:, lo:].detach().double().requires_grad_() for t, lo in ((q, s), (k, s - w + 1), (v, s - w + 1)))
+    from kernel_reference import dense_attention, rel_err
+
+    mask = patternc.parse(pattern).dense_mask(qs.shape[2], ks.shape[2], device="cuda")
+    ref, _ = dense_attention(qs, ks, vs, mask, D ** -0.5)
+    rdq, rdk, rdv = torch.autograd.grad(ref, (qs, ks, vs), d_out[:, h:, s:].double())
+    assert rel_err(out[:, h:, s:], ref) < 1e-2 and rel_err(dq[:, h:, s:], rdq) < 1e-2
+    assert rel_err(dk[:, h:, s:], rdk[:, :, w - 1:]) < 1e-2 and rel_err(dv[:, h:, s:], rdv[:, :, w - 1:]) < 1e-2
+    print(f"ok  int64 offsets: L={L} H={H} D={D}, last 512 rows of the last head match")

@@ -93,8 +93,25 @@ def test_odd_and_unequal_lengths(lq, lk):
     run_case(LECTURE_SMALL if lk >= 2 else "global(first) + window(3)", lq=lq, lk=lk)
 
 
+# The examples' structures at CPU scale (the real files target 4K-16K tokens, where the GPU
+# suite runs them; at a few hundred tokens their windows would cover everything).
+SCALED_EXAMPLES = {
+    "attention_sink": "(global(0:4) + window(left=27, right=0)) & causal",
+    "bigbird": "global(0:16, -16:) + window(47) + random(3, block=16, seed=0)",
+    "lecture": "global(first, eos) + window(3) + random(2, block=16)",
+    "longformer": "global(0:8) + window(33)",
+    "sliding_window": "window(left=63, right=0)",
+}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("d", [16, 32, 48, 64])
+@pytest.mark.parametrize("example", sorted(SCALED_EXAMPLES))
+def test_example_structures_at_cpu_scale(example, dtype):
+    run_case(SCALED_EXAMPLES[example], lq=200, dtype=dtype, block=(32, 32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("d", [16, 32, 48, 64, 80])
 def test_head_dims(d, dtype):
     run_case("(global(0:3) + window(left=20, right=0)) & causal", lq=77, d=d, dtype=dtype)
 
@@ -178,3 +195,83 @@ def test_plans_are_cached_per_shape():
     assert len(attn._plans) == 1
     attn(q[:, :, :10], q, q)
     assert len(attn._plans) == 2
+
+
+def test_lse_gradients_of_any_layout():
+    """Gradients arriving only through the LSE, as a broadcast (stride-0) tensor and as a
+    transposed one: the kernels must not assume a packed dLSE."""
+    attn = patternc.attention_from(LECTURE_SMALL, block_m=16, block_n=16)
+    q, k, v = (torch.randn(2, 3, 40, 16, device=DEVICE, requires_grad=True) for _ in range(3))
+    leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    _, ref_lse = dense_attention(*leaves, patternc.parse(LECTURE_SMALL).dense_mask(40, 40, device=DEVICE), 0.25)
+    weight = torch.randn(2, 40, 3, device=DEVICE)  # stored [B, L, H]: its transpose is strided
+    for loss in (lambda lse: lse.sum(), lambda lse: (lse.transpose(1, 2) * weight).sum()):
+        _, lse = attn(q, k, v, return_lse=True, scale=0.25)
+        grads = torch.autograd.grad(loss(lse), (q, k, v))
+        ref_dq, ref_dk = torch.autograd.grad(loss(ref_lse), leaves[:2], retain_graph=True)  # the LSE does not depend on V
+        assert rel_err(grads[0], ref_dq) <= 1e-4 and rel_err(grads[1], ref_dk) <= 1e-4
+        assert (grads[2] == 0).all()
+
+
+def test_chunked_cpu_path_matches_dense(monkeypatch):
+    """Plain CPU tensors without the interpreter take the chunked dense path."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    p = patternc.parse("global(first) + window(left=5, right=2) + random(1, block=4)")
+    q = torch.randn(2, 4, 37, 8, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(2, 2, 29, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    out, lse = runtime.chunked_attention(q, k, v, p, 0.5, budget=2 * 4 * 29 * 5)  # 5 query rows per chunk
+    ref_out, ref_lse = dense_attention(q, k, v, p.dense_mask(37, 29), 0.5)
+    assert rel_err(out, ref_out) < 1e-12 and torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
+    d_out = torch.randn_like(out)
+    for got, ref in zip(torch.autograd.grad(out, (q, k, v), d_out), torch.autograd.grad(ref_out, (q, k, v), d_out)):
+        assert rel_err(got, ref) < 1e-12
+    module_out = patternc.attention_from(p)(q.float(), k.float(), v.float(), scale=0.5)
+    assert module_out.dtype == torch.float32 and rel_err(module_out, ref_out) < 1e-5
+
+
+def test_reference_attention_is_dense_masked_attention():
+    p = patternc.parse("(global(0:2) + window(5)) & causal")
+    q, k, v = (torch.randn(1, 2, 23, 8, dtype=torch.float64) for _ in range(3))
+    expected, _ = dense_attention(q, k, v, p.dense_mask(23, 23), 8 ** -0.5)
+    assert rel_err(patternc.reference_attention(q, k, v, p), expected) < 1e-12
+    assert rel_err(patternc.reference_attention(q, k, v, str(p), scale=0.1),
+                   dense_attention(q, k, v, p.dense_mask(23, 23), 0.1)[0]) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda t: (t[0], t[0], t[0][0]), "v must have 4 dimensions"),
+        (lambda t: (t[0].half(), t[0], t[0]), "k has dtype torch.float32 but q has torch.float16"),
+        (lambda t: (t[0].long(), t[0].long(), t[0].long()), "q has dtype int64; expected one of"),
+        (lambda t: (t[0], t[1], t[1]), "q has 4 heads, which is not a multiple of k's 3 heads"),
+        (lambda t: (t[0], t[0][..., :4], t[0][..., :4]), "k has head dim 4 but q has 8"),
+        (lambda t: (t[0], t[0], t[0][:1]), "v must have the shape of k"),
+        (lambda t: (t[2], t[2], t[2]), "head dim 300"),
+    ],
+)
+def test_bad_inputs_name_the_argument(make, message):
+    tensors = (torch.randn(2, 4, 5, 8, device=DEVICE), torch.randn(2, 3, 5, 8, device=DEVICE),
+               torch.randn(1, 1, 5, 300, device=DEVICE))
+    with pytest.raises(patternc.PatterncError, match=message.replace("(", r"\(")):
+        patternc.attention_from("window(3)")(*make(tensors))
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [({"block_m": 24}, "block_m must be a power of two >= 16"), ({"block_n": 8}, "block_n must be a power of two"),
+     ({"num_warps": 0}, "num_warps must be a positive integer"), ({"tile": 64}, "unknown option 'tile'")],
+)
+def test_bad_options(options, message):
+    with pytest.raises(patternc.PatterncError, match=message):
+        patternc.attention_from("window(3)", **options)
+
+
+def test_unwritable_cache_is_a_clear_error(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("PATTERNC_CACHE_DIR", str(blocker / "sub"))
+    src = codegen.generate(patternc.parse("window(7) & global(first) & causal"))
+    monkeypatch.setattr(codegen, "_MODULES", {})
+    with pytest.raises(patternc.PatterncError, match="cannot write the kernel cache"):
+        codegen.load(src)
