@@ -2,11 +2,14 @@
 odd lengths and unequal block sizes; plus its CSR invariants, density and printing."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 import patternc
 from patternc.layout import merge_bands
 from reference import block_classes
+from test_parser import programs
 from test_semantics import PATTERNS
 
 SHAPES = [(1, 1), (7, 7), (33, 70), (70, 33), (77, 77), (130, 45)]
@@ -114,3 +117,19 @@ def test_merged_bands_mean_the_same(text):
     merged = patternc.Pattern(merge_bands(p.root))
     for lq, lk in [(40, 40), (13, 40), (40, 13)]:
         assert torch.equal(merged.dense_mask(lq, lk), p.dense_mask(lq, lk))
+
+
+@settings(max_examples=150, deadline=None)
+@given(programs(), st.integers(1, 90), st.integers(1, 90), st.sampled_from([1, 3, 4, 8, 16, 32]),
+       st.sampled_from([1, 2, 5, 8, 16, 64]))
+def test_layout_property_any_pattern_any_shape(program, lq, lk, bm, bn):
+    """Any valid program, any lengths and block sizes: the layout is the dense mask's exact
+    block classification, and its CSR lists are consistent."""
+    p = patternc.parse(program[0])
+    mask = _in_range(p, lq, lk)
+    if mask is None:  # e.g. global(40) with 30 keys: an error by design
+        return
+    lay = p.layout(lq, lk, bm, bn)
+    assert torch.equal(lay.to_dense(), block_classes(mask, bm, bn))
+    assert lay.attended_pairs == int(mask.sum())
+    _check_csr_invariants(lay)
