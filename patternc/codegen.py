@@ -36,7 +36,7 @@ from .errors import PatterncError
 from .pattern import All, Causal, Global, Intersect, Node, Pattern, Random, Union, Window
 from .pattern import global_intervals, random_table, walk
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 _MARKER = "# @@pattern_mask@@"
 
 

@@ -15,6 +15,8 @@
 #   partial tiles (the pattern's predicate, `pattern_mask`).
 #   Pointers: a tile's first row is added to the base pointer in 64 bits, then offsets
 #   inside the tile (< BLOCK x stride) stay 32-bit: long or strided tensors stay addressable.
+#   The dK/dV inner loop instead uses 32-bit row offsets unless WIDE_ROWS says they may
+#   pass 2**31 (the 64-bit base there cost 13% of the backward pass).
 
 import triton
 import triton.language as tl
@@ -182,15 +184,16 @@ def _load_row_stats(LSE, DELTA, row_base, offs_m, Q_LEN):
 def _dkdv_tile(dk, dv, k_t, v_t, Q_blk, DO_blk, LSE, DELTA, row_base, start_m, offs_n, offs_d,
                stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, PARAMS, qk_scale,
                IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+               WIDE_ROWS: tl.constexpr):
     """One query tile's contribution to dK and dV of this key block."""
-    rm = tl.arange(0, BLOCK_M)
-    offs_m = start_m + rm
+    offs_m = start_m + tl.arange(0, BLOCK_M)
     ok = (offs_m < Q_LEN)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    Q_tile = Q_blk + start_m.to(tl.int64) * stride_qm
-    DO_tile = DO_blk + start_m.to(tl.int64) * stride_dom
-    q = tl.load(Q_tile + rm[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=ok, other=0.0)
-    do = tl.load(DO_tile + rm[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=ok, other=0.0)
+    # Row offsets in 32 bits unless they can pass 2**31 (WIDE_ROWS): in this inner loop a
+    # 64-bit tile base measured 13% slower backward (NOTES.md, v3).
+    rows = offs_m.to(tl.int64) if WIDE_ROWS else offs_m
+    q = tl.load(Q_blk + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=ok, other=0.0)
+    do = tl.load(DO_blk + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=ok, other=0.0)
     lse, delta = _load_row_stats(LSE, DELTA, row_base, offs_m, Q_LEN)
     p = _bwd_tile_probs(q, k_t, lse, offs_m, offs_n, Q_LEN, KV_LEN, PARAMS, qk_scale,
                         IS_FULL, EVEN_N, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
@@ -212,7 +215,7 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
                   stride_dvb, stride_dvh, stride_dvn, stride_dvd,
                   HKV, GROUP, Q_LEN, KV_LEN, qk_scale, sm_scale,
                   HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
-                  EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                  EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr, WIDE_ROWS: tl.constexpr):
     """dK, dV: one program per (key block, batch x kv head) walks the transposed layout
     (the query blocks that attend this key block) for every query head of its GQA group."""
     kb, off_bh = _program(KV_LEN, BLOCK_N)
@@ -239,12 +242,12 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
             start_m = tl.load(FULL_INDICES + t) * BLOCK_M
             dk, dv = _dkdv_tile(dk, dv, k_t, v_t, Q_blk, DO_blk, LSE, DELTA, row_base, start_m, offs_n, offs_d,
                                 stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, PARAMS, qk_scale,
-                                True, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
+                                True, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION, WIDE_ROWS)
         for t in range(tl.load(PART_OFFSETS + kb), tl.load(PART_OFFSETS + kb + 1)):
             start_m = tl.load(PART_INDICES + t) * BLOCK_M
             dk, dv = _dkdv_tile(dk, dv, k_t, v_t, Q_blk, DO_blk, LSE, DELTA, row_base, start_m, offs_n, offs_d,
                                 stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, PARAMS, qk_scale,
-                                False, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION)
+                                False, EVEN_N, HEAD_DIM, BLOCK_M, BLOCK_N, RANDOM_SLOTS, DOT_PRECISION, WIDE_ROWS)
     ok = (offs_n < KV_LEN)[:, None] & (offs_d < HEAD_DIM)[None, :]
     DK_blk = DK + off_b * stride_dkb + off_hk * stride_dkh + col0 * stride_dkn
     DV_blk = DV + off_b * stride_dvb + off_hk * stride_dvh + col0 * stride_dvn

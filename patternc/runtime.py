@@ -26,6 +26,7 @@ from .pattern import Pattern
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
+WIDE_ROW_OFFSETS = 2**31  # row offsets from here on need 64-bit pointer math in the dK/dV loop
 
 
 # --------------------------------------------------------------------------- inputs
@@ -155,6 +156,7 @@ class _Plan:
             lay.full_t.offsets, lay.full_t.indices, lay.partial_t.offsets, lay.partial_t.indices,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
             HKV, H // HKV, Lq, self.kv_len, qk_scale, scale, **common,
+            WIDE_ROWS=max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS,
         )
         self.module.attn_bwd_dq[(lay.num_q_blocks * B * H,)](
             q, k, v, do, dq, lse, delta, self.params,

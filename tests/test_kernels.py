@@ -150,6 +150,12 @@ def test_non_contiguous_inputs_and_no_lse_gradient():
     run_case(LECTURE_SMALL, lq=50, layout="blhd", use_lse_grad=False)
 
 
+def test_64_bit_row_offsets_path(monkeypatch):
+    """The dK/dV kernel's 64-bit row path (taken on the GPU for > 2**31-element offsets)."""
+    monkeypatch.setattr(runtime, "WIDE_ROW_OFFSETS", 0)
+    run_case(LECTURE_SMALL, lq=50, lk=40, layout="blhd")
+
+
 def test_generated_patterns():
     """Random pattern trees, fresh each run, each at a random shape."""
     rng = random.Random(random.randrange(2**31))
