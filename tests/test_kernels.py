@@ -281,3 +281,22 @@ def test_unwritable_cache_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(codegen, "_MODULES", {})
     with pytest.raises(patternc.PatterncError, match="cannot write the kernel cache"):
         codegen.load(src)
+
+
+def test_kernel_cache_is_safe_under_concurrent_processes(tmp_path):
+    """Four processes generate and import the same new module into one empty cache at once."""
+    import subprocess
+    import sys
+
+    script = ("import patternc, patternc.codegen as c; "
+              "m = c.load(c.generate(patternc.parse('(window(3) + global(last)) & causal & all'))); "
+              "print(m.__file__)")
+    env = dict(os.environ, PATTERNC_CACHE_DIR=str(tmp_path), TRITON_INTERPRET="1")
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    (path,) = {out.strip() for out, _ in results}
+    assert [f.name for f in tmp_path.iterdir()] == [os.path.basename(path)]  # no temp files left
+    src = codegen.generate(patternc.parse("(window(3) + global(last)) & causal & all"))
+    assert open(path).read() == src.text
