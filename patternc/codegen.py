@@ -134,7 +134,9 @@ def structure(node: Node) -> str:
     return type(node).__name__.lower()
 
 
+@functools.lru_cache(maxsize=256)
 def _emit(root: Node) -> _Emitter:
+    """The emitter after one walk of ``root`` (cached: `generate`, `params` and `emit_for` share it)."""
     emitter = _Emitter()
     result = emitter.emit(root)
     emitter.lines.append(f"    return {result}")
@@ -175,7 +177,8 @@ def _source_for_structure(shape: str, body: str, scalars: int) -> KernelSource:
         "#   the layout's CSR lists FULL_OFFSETS/FULL_INDICES and PART_OFFSETS/PART_INDICES (key blocks",
         "#   per query block; the transpose for attn_bwd_dkdv); H, GROUP = Hq // Hkv, Q_LEN, KV_LEN;",
         "#   qk_scale = scale * log2(e). Constexprs: HEAD_DIM, D_PAD (next power of two), BLOCK_M,",
-        "#   BLOCK_N, RANDOM_SLOTS (random-table width), EVEN_N (KV_LEN % BLOCK_N == 0), DOT_PRECISION.",
+        "#   BLOCK_N, RANDOM_SLOTS (random-table width), EVEN_N (KV_LEN % BLOCK_N == 0), DOT_PRECISION,",
+        "#   and for attn_bwd_dkdv WIDE_ROWS (64-bit row offsets, when they may pass 2**31).",
         "# Block classes: empty tiles are never visited; full tiles (IS_FULL=True) do no mask math at",
         "#   all when EVEN_N; partial tiles evaluate pattern_mask pair by pair.",
         "",

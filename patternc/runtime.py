@@ -104,9 +104,9 @@ def default_configs(device: torch.device, head_dim: int, dtype: torch.dtype) -> 
 
 
 class _Plan:
-    """Everything a launch needs for one (pattern, lengths, device, dtype, head dim, tiles)."""
+    """Everything a launch needs for one (pattern, lengths, device, head dim, tiles)."""
 
-    def __init__(self, pattern: Pattern, q_len: int, kv_len: int, device, dtype, head_dim, fwd: TileConfig, bwd: TileConfig):
+    def __init__(self, pattern: Pattern, q_len: int, kv_len: int, device, head_dim, fwd: TileConfig, bwd: TileConfig):
         self.module = codegen.load(codegen.generate(pattern))
         self.params = codegen.params(pattern, q_len, kv_len).to(device)
         self.fwd_cfg, self.bwd_cfg = fwd, bwd
@@ -255,7 +255,7 @@ class PatternAttention(torch.nn.Module):
         fwd, bwd = default_configs(q.device, D, q.dtype)
         overrides = {k: v for k, v in self.tiles.items() if v is not None}
         fwd, bwd = dataclasses.replace(fwd, **overrides), dataclasses.replace(bwd, **overrides)
-        return _shared_plan(self.pattern, q.shape[2], k.shape[2], q.device, q.dtype, D, fwd, bwd)
+        return _shared_plan(self.pattern, q.shape[2], k.shape[2], q.device, D, fwd, bwd)
 
 
 def attention_from(pattern, **options) -> PatternAttention:
