@@ -7,51 +7,19 @@
     >>> p.layout(1024, block_m=128, block_n=128).num_listed
     52
 
-The pipeline, one module per stage: source → parser → ast → check → pattern → layout →
-codegen → runtime → cli.
+The pipeline, one package or module per stage (imports flow one way): lang (text →
+`Pattern`) → components, ir, optimize, resolve (meaning at given lengths) → layout (block
+sparsity) → kernels (generated mask + static flash kernels) → plan (`KernelPlan`: tiles,
+layouts, params, one bounded cache) → ops (launches, autograd) → nn (`attention_from`).
 """
 
-from __future__ import annotations
-
-import functools
-from pathlib import Path
-
-__version__ = "0.1.0"
-
-from .check import check  # noqa: E402  (after __version__, which codegen reads)
+from ._version import __version__
 from .errors import PatterncError
+from .lang import load, parse
 from .layout import BlockLayout
-from .parser import parse_program
+from .nn import attention_from
 from .pattern import Pattern
-from .runtime import attention_from, reference_attention
-from .source import Source
+from .reference import reference_attention
 
-__all__ = ["parse", "load", "attention_from", "reference_attention", "Pattern", "BlockLayout", "PatterncError"]
-
-
-def parse(text: str, name: str = "<pattern>") -> Pattern:
-    """Parse and check a pattern text (definitions allowed) into a `Pattern`.
-
-    >>> parse("local = window(left=127, right=0); local & causal")
-    Pattern('causal & window(left=127, right=0)')
-    """
-    if not isinstance(text, str):
-        raise PatterncError(f"pattern text must be a str, got {type(text).__name__}")
-    return _parse(text, name)
-
-
-@functools.lru_cache(maxsize=512)
-def _parse(text: str, name: str) -> Pattern:
-    source = Source(text, name)
-    return check(parse_program(source))
-
-
-def load(path: str | Path) -> Pattern:
-    """Read a ``.attn`` file and parse it; errors name the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte order mark
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise PatterncError(f"cannot read pattern file '{path}': {reason}") from None
-    return parse(text, str(path))
+__all__ = ["parse", "load", "attention_from", "reference_attention", "Pattern", "BlockLayout", "PatterncError",
+           "__version__"]

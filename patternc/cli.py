@@ -1,4 +1,4 @@
-"""Stage 8, cli: ``patternc compile | show | check``.
+"""The command line: ``patternc compile | show | check``.
 
 Every error is printed to stderr as ``file:line:col: error: ...`` with exit status 2;
 usage errors exit 2 as well (argparse's convention).
@@ -12,18 +12,23 @@ import random
 import sys
 from pathlib import Path
 
-from . import __version__, load, parse
-from .errors import PatterncError
+from ._version import __version__
+from .errors import PatterncError, require_int
+from .lang import load, parse
 from .pattern import Pattern
 
 
 def _positive(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
+        return require_int("value", int(text))
+    except (ValueError, PatterncError):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+
+
+def _tile(text: str) -> int:
+    value = _positive(text)
+    if value < 16 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"expected a power of two >= 16 (a kernel tile), got {text!r}")
     return value
 
 
@@ -41,32 +46,56 @@ def _read_pattern(args) -> Pattern:
 
 def _cmd_compile(args) -> int:
     pattern = _read_pattern(args)
-    lay = pattern.layout(args.seq_len, args.kv_len, args.block_m, args.block_n)
+    import torch
+
+    from .plan import choose_tiles
+
+    options = {k: v for k, v in (("block_m", args.block_m), ("block_n", args.block_n)) if v is not None}
+    fwd, bwd = choose_tiles(args.device, getattr(torch, args.dtype), args.head_dim, options)
+    lay = pattern.layout(args.seq_len, args.kv_len, fwd.block_m, fwd.block_n)
     tiles = lay.num_q_blocks * lay.num_kv_blocks
     out = sys.stderr if args.emit == "-" else sys.stdout  # keep stdout for the source
     print(f"pattern   {pattern}", file=out)
-    print(f"lengths   q_len={lay.q_len} kv_len={lay.kv_len}; blocks {lay.block_m}x{lay.block_n} "
-          f"({lay.num_q_blocks} x {lay.num_kv_blocks} = {tiles} tiles)", file=out)
+    print(f"kernels   {args.device} {args.dtype} D={args.head_dim}: forward tiles {fwd.block_m}x{fwd.block_n}, "
+          f"backward tiles {bwd.block_m}x{bwd.block_n}", file=out)
+    print(f"lengths   q_len={lay.q_len} kv_len={lay.kv_len}; forward grid {lay.num_q_blocks} x {lay.num_kv_blocks} "
+          f"= {tiles} tiles", file=out)
     print(f"tiles     {lay.num_full} full, {lay.num_partial} partial, {lay.num_empty} empty", file=out)
     print(f"density   {100 * lay.density:.3f}% of (query, key) pairs attend", file=out)
-    print(f"FLOPs     kernels compute {100 * lay.block_density:.2f}% of dense attention's tiles: "
+    print(f"FLOPs     the forward kernel computes {100 * lay.block_density:.2f}% of dense attention's tiles: "
           f"{100 * (1 - lay.block_density):.2f}% of the FLOPs saved", file=out)
     if args.emit is not None:
-        from . import codegen
+        from .kernels.emit import generate
 
-        text = codegen.emit_for(pattern, args.seq_len, args.kv_len)
+        text = emit_text(pattern, args.seq_len, args.kv_len)
         if args.emit == "-":
             sys.stdout.write(text)
         else:
             directory = Path(args.emit)
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                path = directory / f"{codegen.generate(pattern).module_name}.py"
+                path = directory / f"{generate(pattern.optimized).module_name}.py"
                 path.write_text(text, encoding="utf-8")
             except OSError as exc:
                 raise PatterncError(f"cannot write kernel source to '{directory}': {exc.strerror or exc}") from None
             print(f"kernel    {path}", file=out)
     return 0
+
+
+def emit_text(pattern: Pattern, q_len: int, kv_len: int | None) -> str:
+    """What `compile --emit` writes: a preamble naming the pattern and its PARAMS at these
+    lengths, then the exact cached mask module."""
+    from .kernels.emit import generate, params
+
+    src = generate(pattern.optimized)
+    ctx = pattern.resolve(q_len, kv_len, optimized=True)
+    values = params(ctx)
+    tables = f" + {values.numel() - src.scalars} table entries" if values.numel() > src.scalars else ""
+    lines = [f"# pattern: {pattern}",
+             "# kernels: patternc/kernels/flash.py, called with MASK=pattern_mask from this module",
+             f"# module:  {src.module_name}.py (shared by every pattern of this structure)",
+             f"# PARAMS at q_len={ctx.q_len}, kv_len={ctx.kv_len}: {values[:src.scalars].tolist()}{tables}"]
+    return "\n".join(lines) + "\n#\n" + src.text
 
 
 def _cmd_show(args) -> int:
@@ -92,11 +121,9 @@ def _cmd_check(args) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise PatterncError("--device cuda: no CUDA device is available")
-    if device == "cpu":
-        if args.dtype == "bfloat16":
-            raise PatterncError("--dtype bfloat16 cannot be checked on the CPU: the Triton interpreter's bf16 dot "
-                                "is inaccurate; use float32 or float16, or a GPU")
-        os.environ["TRITON_INTERPRET"] = "1"  # run the generated kernels in Triton's interpreter
+    if device == "cpu" and args.dtype == "bfloat16":
+        raise PatterncError("--dtype bfloat16 cannot be checked on the CPU: the Triton interpreter's bf16 dot "
+                            "is inaccurate; use float32 or float16, or a GPU")
     dtype = getattr(torch, args.dtype)
     q_len = args.seq_len or (1024 if device == "cuda" else 128)
     options = {k: v for k, v in (("block_m", args.block_m), ("block_n", args.block_n)) if v is not None}
@@ -129,18 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
     shape = argparse.ArgumentParser(add_help=False)
     shape.add_argument("--seq-len", "-n", type=_positive, required=True, metavar="N", help="number of queries (and keys, unless --kv-len)")
     shape.add_argument("--kv-len", type=_positive, metavar="M", help="number of keys (default: N)")
-    shape.add_argument("--block-m", type=_positive, default=128, metavar="BM", help="query rows per tile (default 128)")
-    shape.add_argument("--block-n", type=_positive, default=128, metavar="BN", help="key columns per tile (default 128)")
 
     p = commands.add_parser("compile", parents=[source, shape], help="check a pattern, build its layout and report it",
-                            description="Parse and check a pattern, build its block layout and print the canonical "
-                                        "pattern, density, full/partial/empty tiles and the FLOPs saved versus dense.")
-    p.add_argument("--emit", metavar="DIR", help="also write the generated Triton kernel source into DIR ('-': stdout)")
+                            description="Parse and check a pattern, choose the kernels' tiles for a target, build the "
+                                        "block layout at those tiles and print the canonical pattern, density, "
+                                        "full/partial/empty tiles and the FLOPs saved versus dense.")
+    p.add_argument("--block-m", type=_tile, metavar="BM", help="query rows per tile (default: the kernels' choice)")
+    p.add_argument("--block-n", type=_tile, metavar="BN", help="key columns per tile (default: the kernels' choice)")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="kernel target (default cuda)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16", help="default bfloat16")
+    p.add_argument("--head-dim", type=_positive, default=64, metavar="D", help="default 64")
+    p.add_argument("--emit", metavar="DIR", help="also write the generated Triton mask module into DIR ('-': stdout)")
     p.set_defaults(run=_cmd_compile)
 
     p = commands.add_parser("show", parents=[source, shape], help="draw a pattern (tokens when small, else blocks)",
                             description="Draw the pattern: token by token when both lengths are at most --max-tokens, "
                                         "else its block layout ('#' full, '+' partial, '.' empty).")
+    p.add_argument("--block-m", type=_positive, default=128, metavar="BM", help="query rows per block (default 128)")
+    p.add_argument("--block-n", type=_positive, default=128, metavar="BN", help="key columns per block (default 128)")
     p.add_argument("--max-tokens", type=_positive, default=64, metavar="T", help="largest length drawn token by token (default 64)")
     p.add_argument("--blocks", action="store_true", help="always draw the block layout")
     p.set_defaults(run=_cmd_show)
@@ -157,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=_positive, default=2, metavar="H", help="query heads (default 2)")
     p.add_argument("--kv-heads", type=_positive, metavar="HKV", help="key/value heads, dividing H (default: H)")
     p.add_argument("--head-dim", type=_positive, default=64, metavar="D", help="default 64")
-    p.add_argument("--block-m", type=_positive, metavar="BM", help="tile rows (default: chosen per device)")
-    p.add_argument("--block-n", type=_positive, metavar="BN", help="tile columns (default: chosen per device)")
+    p.add_argument("--block-m", type=_tile, metavar="BM", help="tile rows (default: chosen per device)")
+    p.add_argument("--block-n", type=_tile, metavar="BN", help="tile columns (default: chosen per device)")
     p.add_argument("--seed", type=int, help="seed for the random inputs (default: fresh)")
     p.set_defaults(run=_cmd_check)
     return parser

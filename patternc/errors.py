@@ -51,3 +51,14 @@ class PatterncError(ValueError):
 
 def _rebuild(message, source, span, cls):
     return cls(message, source=source, span=span)
+
+
+def require_int(name: str, value, minimum: int | None = 1, maximum: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) within bounds, else a `PatterncError` naming ``name``:
+    the one integer check of every API entry and CLI option."""
+    what = "an integer" if minimum is None else "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+        raise PatterncError(f"{name} must be {what}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise PatterncError(f"{name} must be at most {maximum}, got {value!r}")
+    return value

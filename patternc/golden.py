@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .nn import attention_from
 from .pattern import Pattern
-from .runtime import attention_from, reference_attention
+from .reference import reference_attention
 
 #: Relative-error-norm tolerances: fp32 with IEEE dots, fp16, bf16.
 TOLERANCES = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1e-2}
@@ -37,7 +38,7 @@ def compare(pattern: Pattern, q_len: int, kv_len: int | None = None, *, batch: i
     q, k, v = (torch.randn(shapes["q" if n == "q" else "k"], generator=gen) for n in "qkv")
     d_out = torch.randn(shapes["q"], generator=gen)
     inputs = [t.to(device, dtype).requires_grad_() for t in (q, k, v)]
-    out = attention_from(pattern, **options)(*inputs)
+    out = attention_from(pattern, backend="kernels", **options)(*inputs)
     grads = torch.autograd.grad(out, inputs, d_out.to(device, dtype))
     exact = [t.detach().double().requires_grad_() for t in inputs]
     ref = reference_attention(*exact, pattern)

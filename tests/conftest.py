@@ -1,15 +1,25 @@
-"""Test setup: run the generated Triton kernels in the interpreter when there is no GPU.
+"""Test setup: kernel sources go to a fresh cache directory per session, and kernel outputs
+are allocated NaN-filled (so an element the kernels never write fails every comparison).
 
-TRITON_INTERPRET must be set before any kernel module is imported (Triton decides at
-decoration time), so it is set here, at collection. Kernel sources go to a fresh cache
-directory per test session.
+Nothing here enables Triton's interpreter: tests that run kernels on the CPU ask for them per
+call (``attention_from(..., backend="kernels")``), as users do.
 """
 
+import math
 import os
 import tempfile
 
+import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("PATTERNC_CACHE_DIR", tempfile.mkdtemp(prefix="patternc-test-cache-"))
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    from patternc.ops import launch
+
+    def nan_empty(shape, dtype, device):
+        return torch.full(shape, math.nan, dtype=dtype, device=device)
+
+    monkeypatch.setattr(launch, "empty", nan_empty)

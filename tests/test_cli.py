@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import patternc
+from patternc.kernels import emit
 from patternc.cli import build_parser, main
-from reference import block_classes
+from helpers import block_classes
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "examples").glob("*.attn"))
@@ -101,15 +102,30 @@ def test_examples_directory_has_the_required_patterns():
 
 
 def test_compile_expr_with_kv_len(capsys):
-    # bottom-right alignment: 4 queries at positions 4..7 of 8 keys, causal: 5+6+7+8 of 32
-    code, out, err = run(capsys, "compile", "-e", "causal", "-n", 4, "--kv-len", 8, "--block-m", 2, "--block-n", 2)
+    # bottom-right alignment: 32 queries at positions 32..63 of 64 keys, causal: 33 + ... + 64 of 2048
+    code, out, err = run(capsys, "compile", "-e", "causal", "-n", 32, "--kv-len", 64, "--block-m", 16, "--block-n", 16)
     assert code == 0 and err == ""
     assert out.splitlines()[0].split()[-1] == "causal"
     counts, density, saved = compile_report(out)
-    assert density == pytest.approx(100 * 26 / 32, abs=0.001)
-    # 2x2 tiles: query block 0 (positions 4, 5) sees key blocks 0, 1 fully, block 2 (keys
-    # 4, 5) partly, block 3 not at all; query block 1 (6, 7) sees 0-2 fully and 3 partly
+    assert density == pytest.approx(100 * sum(range(33, 65)) / 2048, abs=0.001)
+    # 16x16 tiles: query block 0 (positions 32..47) sees key blocks 0, 1 fully, block 2 (keys
+    # 32..47) partly, block 3 not at all; query block 1 (48..63) sees 0-2 fully and 3 partly
     assert counts == (5, 2, 1) and saved == pytest.approx(12.5)
+
+
+@pytest.mark.parametrize("dtype,head_dim,tile", [("bfloat16", 64, (64, 64)), ("float32", 64, (64, 32)),
+                                                 ("float16", 256, (64, 32))])
+def test_compile_reports_the_tiles_the_kernels_run(capsys, dtype, head_dim, tile):
+    """The report is about the layout at the kernels' own tiles (the plan's choice)."""
+    from patternc.plan import choose_tiles
+
+    code, out, _ = run(capsys, "compile", REPO / "examples" / "lecture.attn", "-n", 1000, "--dtype", dtype,
+                       "--head-dim", head_dim)
+    fwd, _ = choose_tiles("cuda", getattr(torch, dtype), head_dim)
+    assert code == 0 and (fwd.block_m, fwd.block_n) == tile
+    assert f"forward tiles {tile[0]}x{tile[1]}" in out
+    counts, _, _ = compile_report(out)
+    assert counts == expected_report(patternc.load(REPO / "examples" / "lecture.attn"), 1000, 1000, *tile)[0]
 
 
 def test_compile_prints_the_canonical_pattern(capsys):
@@ -117,7 +133,7 @@ def test_compile_prints_the_canonical_pattern(capsys):
     str_ = "global(0, -1) + random(2, block=64, seed=0) + window(3)"
     assert code == 0 and str_ in out
     counts, density, saved = compile_report(out)
-    exp_counts, exp_density, exp_saved = expected_report(patternc.parse(str_), 1024, 1024, 128, 128)
+    exp_counts, exp_density, exp_saved = expected_report(patternc.parse(str_), 1024, 1024, 64, 64)  # bf16 D=64 tiles
     assert counts == exp_counts
     assert (density, saved) == pytest.approx((exp_density, exp_saved), abs=0.01)
 
@@ -242,11 +258,11 @@ def test_subprocess_error_goes_to_stderr_with_status_2():
 def test_emit_to_stdout_is_the_cached_kernel_module(capsys):
     code, out, err = run(capsys, "compile", "-e", "global(first) + window(5) & causal", "-n", "300", "--emit", "-")
     assert code == 0 and "pattern   causal & window(5) + global(0)" in err  # the report goes to stderr
-    src = patternc.codegen.generate(patternc.parse("global(first) + window(5) & causal"))
+    src = emit.generate(patternc.parse("global(first) + window(5) & causal").optimized)
     assert out.startswith("# pattern: causal & window(5) + global(0)\n") and out.endswith(src.text)
-    assert "# PARAMS at q_len=300, kv_len=300: [2, 2, 0, 1]" in out
-    for kernel in ("attn_fwd", "attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq", "pattern_mask"):
-        assert f"def {kernel}(" in out
+    # the optimized tree: causal & window(5) is one band, window(left=2, right=0)
+    assert "# PARAMS at q_len=300, kv_len=300: [0, 1, 2, 0]" in out
+    assert "def pattern_mask(" in out and "patternc/kernels/flash.py" in out
     compile(out, "<emitted>", "exec")  # valid Python
 
 
@@ -283,7 +299,7 @@ def test_check_fails_with_status_1_when_kernels_are_wrong(capsys, monkeypatch):
 @pytest.mark.parametrize(
     "argv,fragment",
     [(["--dtype", "bfloat16", "--device", "cpu"], "bfloat16 cannot be checked on the CPU"),
-     (["--block-m", "24", "--device", "cpu"], "block_m must be a power of two"),
+     (["--block-m", "24", "--device", "cpu"], "--block-m: expected a power of two >= 16"),
      (["--heads", "3", "--kv-heads", "2", "--device", "cpu"], "not a multiple of k's 2 heads")],
 )
 def test_check_bad_options_exit_2(capsys, argv, fragment):

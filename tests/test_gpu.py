@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import patternc
-from test_kernels import EXAMPLES, run_case
+from helpers import EXAMPLES, EXAMPLES_DIR, dense_attention, rel_err, run_case
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def _example(name):
-    return patternc.load(os.path.join(os.path.dirname(__file__), "..", "examples", name))
+    return patternc.load(os.path.join(EXAMPLES_DIR, name))
 
 
 @pytest.mark.parametrize("d", [64, 128, 256])
@@ -70,8 +70,6 @@ def test_offsets_beyond_int32():
     # The last 512 queries of the last head only see the last 512 + 63 keys: check them densely.
     s, h = L - 512, H - 1
     qs, ks, vs = (t[:, h:, lo:].detach().double().requires_grad_() for t, lo in ((q, s), (k, s - w + 1), (v, s - w + 1)))
-    from kernel_reference import dense_attention, rel_err
-
     mask = patternc.parse(pattern).dense_mask(qs.shape[2], ks.shape[2], device="cuda")
     ref, _ = dense_attention(qs, ks, vs, mask, D ** -0.5)
     rdq, rdk, rdv = torch.autograd.grad(ref, (qs, ks, vs), d_out[:, h:, s:].double())

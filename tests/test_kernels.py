@@ -1,12 +1,11 @@
 """Golden tests of the generated kernels against independent float64 dense attention.
 
 On a machine without CUDA these run the very same generated Triton kernels in the Triton
-interpreter (tests/conftest.py sets TRITON_INTERPRET=1). Inputs are fresh random tensors
-on every run; the seed is in every failure message. Kernel outputs and gradients are
-allocated NaN-filled, so an element the kernels never write fails the comparison.
+interpreter (``backend="kernels"``). Inputs are fresh random tensors on every run; the seed
+is in every failure message. Kernel outputs and gradients are allocated NaN-filled
+(conftest.py), so an element the kernels never write fails the comparison.
 """
 
-import math
 import os
 import random
 
@@ -14,74 +13,14 @@ import pytest
 import torch
 
 import patternc
-from patternc import codegen, runtime
-from kernel_reference import dense_attention, rel_err
-
-pytestmark = pytest.mark.skipif(
-    not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"),
-    reason="needs a GPU or the Triton interpreter",  # conftest always enables the interpreter on CPU
-)
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1e-2}
-EXAMPLES = sorted(p for p in os.listdir(os.path.join(os.path.dirname(__file__), "..", "examples")) if p.endswith(".attn"))
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    def nan_empty(shape, dtype, device):
-        return torch.full(shape, math.nan, dtype=dtype, device=device)
-
-    monkeypatch.setattr(runtime, "_empty", nan_empty)
-
-
-def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.float32, block=(16, 16),
-             use_lse_grad=True, layout="bhld"):
-    """Forward + backward through attention_from and the float64 reference; assert closeness."""
-    lk = lq if lk is None else lk
-    hkv = hq if hkv is None else hkv
-    seed = random.randrange(2**31)
-    gen = torch.Generator().manual_seed(seed)
-    p = patternc.parse(pattern) if isinstance(pattern, str) else pattern
-
-    def make(h, n):
-        x = torch.randn(b, h, n, d, generator=gen, dtype=torch.float32)
-        if layout == "blhd":  # non-contiguous: stored [B, L, H, D], viewed as [B, H, L, D]
-            x = x.transpose(1, 2).contiguous().transpose(1, 2)
-        return x.to(DEVICE, dtype).requires_grad_()
-
-    q, k, v = make(hq, lq), make(hkv, lk), make(hkv, lk)
-    scale = random.choice([None, 0.3])
-    attn = patternc.attention_from(p, **(dict(block_m=block[0], block_n=block[1]) if block else {}))
-    out, lse = attn(q, k, v, scale=scale, return_lse=True)
-    d_out = torch.randn(out.shape, generator=gen).to(DEVICE, dtype)
-    d_lse = torch.randn(lse.shape, generator=gen).to(DEVICE) if use_lse_grad else None
-    grads = torch.autograd.grad((out, lse) if use_lse_grad else (out,), (q, k, v),
-                                (d_out, d_lse) if use_lse_grad else (d_out,))
-
-    mask = p.dense_mask(lq, lk, device=DEVICE)
-    leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
-    ref_out, ref_lse = dense_attention(*leaves, mask, d ** -0.5 if scale is None else scale)
-    ref_grads = torch.autograd.grad((ref_out, ref_lse) if use_lse_grad else (ref_out,), leaves,
-                                    (d_out.double(), d_lse.double()) if use_lse_grad else (d_out.double(),))
-    tol = TOL[dtype]
-    where = f"{p} lq={lq} lk={lk} d={d} hq={hq} hkv={hkv} {dtype} blocks={block} seed={seed}"
-    assert out.dtype == dtype and out.shape == q.shape and lse.dtype == torch.float32
-    for name, got, ref in [("O", out, ref_out), ("dQ", grads[0], ref_grads[0]),
-                           ("dK", grads[1], ref_grads[1]), ("dV", grads[2], ref_grads[2])]:
-        err = rel_err(got, ref)
-        assert err <= tol, f"{name} relative error {err:.2e} > {tol:.0e} for {where}"
-    finite = torch.isfinite(ref_lse)
-    assert torch.equal(torch.isfinite(lse), finite), f"LSE -inf pattern differs for {where}"
-    assert rel_err(lse[finite], ref_lse[finite]) <= tol, f"LSE for {where}"
-    print(f"ok  {where}  " + "  ".join(f"{n}={rel_err(g, r):.1e}" for n, g, r in
-          [("O", out, ref_out), ("dQ", grads[0], ref_grads[0]), ("dK", grads[1], ref_grads[1]), ("dV", grads[2], ref_grads[2])]))
-    return out, lse, grads
-
-
+from helpers import DEVICE, EXAMPLES, EXAMPLES_DIR, dense_attention, rel_err, run_case
+from patternc.kernels import cache, emit
+from patternc.ops import launch
+from patternc.reference import chunked_attention
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_every_example_pattern(example, dtype):
-    pattern = patternc.load(os.path.join(os.path.dirname(__file__), "..", "examples", example))
+    pattern = patternc.load(os.path.join(EXAMPLES_DIR, example))
     run_case(pattern, lq=130, dtype=dtype, block=(32, 32))
 
 
@@ -152,7 +91,7 @@ def test_non_contiguous_inputs_and_no_lse_gradient():
 
 def test_64_bit_row_offsets_path(monkeypatch):
     """The dK/dV kernel's 64-bit row path (taken on the GPU for > 2**31-element offsets)."""
-    monkeypatch.setattr(runtime, "WIDE_ROW_OFFSETS", 0)
+    monkeypatch.setattr(launch, "WIDE_ROW_OFFSETS", 0)
     run_case(LECTURE_SMALL, lq=50, lk=40, layout="blhd")
 
 
@@ -184,29 +123,39 @@ def test_generated_patterns():
 
 
 def test_same_structure_shares_one_kernel_module():
-    a, b = codegen.generate(patternc.parse("window(129)")), codegen.generate(patternc.parse("window(257)"))
-    c = codegen.generate(patternc.parse("window(3) & causal"))
+    a, b = (emit.generate(patternc.parse(text).optimized) for text in ("window(129)", "window(257)"))
+    c = emit.generate(patternc.parse("window(3) & causal").optimized)
     assert a == b and a.digest != c.digest
     assert "129" not in a.text and "257" not in a.text  # values live in PARAMS, not in the source
-    module = codegen.load(a)
-    path = codegen.cache_dir() / f"{a.module_name}.py"
-    assert path.read_text() == a.text and module.__file__ == str(path)
+    mask = cache.mask_function(a, interpret=True)
+    path = cache.cache_dir() / f"{a.module_name}.py"
+    assert path.read_text() == a.text and mask.fn.__code__.co_filename == str(path)
 
 
-def test_plans_are_cached_per_shape():
-    attn = patternc.attention_from("window(3)", block_m=16, block_n=16)
+def test_plans_are_cached_process_wide_and_bounded():
+    """Modules hold no plans (they copy and pickle); one bounded LRU serves every module."""
+    import copy
+    import pickle
+
+    from patternc import plan
+
+    plan._plan.cache_clear()
+    attn = patternc.attention_from("window(3)", backend="kernels", block_m=16, block_n=16)
     q = torch.randn(1, 1, 20, 16, device=DEVICE)
     attn(q, q, q)
     attn(q + 1, q, q)
-    assert len(attn._plans) == 1
+    patternc.attention_from("window(3)", backend="kernels", block_m=16, block_n=16)(q, q, q)
+    assert plan._plan.cache_info().currsize == 1
     attn(q[:, :, :10], q, q)
-    assert len(attn._plans) == 2
+    assert plan._plan.cache_info().currsize == 2 and plan._plan.cache_info().maxsize == plan.PLAN_CACHE_SIZE
+    clone = pickle.loads(pickle.dumps(copy.deepcopy(attn)))
+    assert torch.equal(clone(q, q, q), attn(q, q, q))
 
 
 def test_lse_gradients_of_any_layout():
     """Gradients arriving only through the LSE, as a broadcast (stride-0) tensor and as a
     transposed one: the kernels must not assume a packed dLSE."""
-    attn = patternc.attention_from(LECTURE_SMALL, block_m=16, block_n=16)
+    attn = patternc.attention_from(LECTURE_SMALL, backend="kernels", block_m=16, block_n=16)
     q, k, v = (torch.randn(2, 3, 40, 16, device=DEVICE, requires_grad=True) for _ in range(3))
     leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
     _, ref_lse = dense_attention(*leaves, patternc.parse(LECTURE_SMALL).dense_mask(40, 40, device=DEVICE), 0.25)
@@ -225,7 +174,7 @@ def test_chunked_cpu_path_matches_dense(monkeypatch):
     p = patternc.parse("global(first) + window(left=5, right=2) + random(1, block=4)")
     q = torch.randn(2, 4, 37, 8, dtype=torch.float64, requires_grad=True)
     k, v = (torch.randn(2, 2, 29, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    out, lse = runtime.chunked_attention(q, k, v, p, 0.5, budget=2 * 4 * 29 * 5)  # 5 query rows per chunk
+    out, lse = chunked_attention(q, k, v, p.resolve(37, 29), 0.5, budget=2 * 4 * 29 * 5)  # 5 query rows per chunk
     ref_out, ref_lse = dense_attention(q, k, v, p.dense_mask(37, 29), 0.5)
     assert rel_err(out, ref_out) < 1e-12 and torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
     d_out = torch.randn_like(out)
@@ -277,10 +226,9 @@ def test_unwritable_cache_is_a_clear_error(monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("PATTERNC_CACHE_DIR", str(blocker / "sub"))
-    src = codegen.generate(patternc.parse("window(7) & global(first) & causal"))
-    monkeypatch.setattr(codegen, "_MODULES", {})
+    src = emit.generate(patternc.parse("window(7) & global(first) & causal").optimized)
     with pytest.raises(patternc.PatterncError, match="cannot write the kernel cache"):
-        codegen.load(src)
+        cache.write(src)
 
 
 def test_kernel_cache_is_safe_under_concurrent_processes(tmp_path):
@@ -288,15 +236,15 @@ def test_kernel_cache_is_safe_under_concurrent_processes(tmp_path):
     import subprocess
     import sys
 
-    script = ("import patternc, patternc.codegen as c; "
-              "m = c.load(c.generate(patternc.parse('(window(3) + global(last)) & causal & all'))); "
-              "print(m.__file__)")
-    env = dict(os.environ, PATTERNC_CACHE_DIR=str(tmp_path), TRITON_INTERPRET="1")
+    text = "(window(3) + global(last)) & causal & all"
+    script = ("import patternc; from patternc.kernels import cache, emit; "
+              f"src = emit.generate(patternc.parse({text!r}).optimized); "
+              "print(cache.mask_function(src, interpret=True).fn.__code__.co_filename)")
+    env = dict(os.environ, PATTERNC_CACHE_DIR=str(tmp_path))
     procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(4)]
     results = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in results]
     (path,) = {out.strip() for out, _ in results}
     assert [f.name for f in tmp_path.iterdir()] == [os.path.basename(path)]  # no temp files left
-    src = codegen.generate(patternc.parse("(window(3) + global(last)) & causal & all"))
-    assert open(path).read() == src.text
+    assert open(path).read() == emit.generate(patternc.parse(text).optimized).text

@@ -7,10 +7,8 @@ from hypothesis import strategies as st
 import torch
 
 import patternc
-from patternc.layout import merge_bands
-from reference import block_classes
-from test_parser import programs
-from test_semantics import PATTERNS
+from helpers import PATTERNS, block_classes, programs
+from patternc.optimize import merge_bands
 
 SHAPES = [(1, 1), (7, 7), (33, 70), (70, 33), (77, 77), (130, 45)]
 BLOCKS = [(4, 4), (8, 16), (16, 8), (5, 3), (32, 32), (128, 128), (1, 1)]
@@ -81,9 +79,12 @@ def test_causal_sliding_window_tiles():
     assert lay.full.row(5) == [4] and lay.partial.row(5) == [3, 5]
 
 
-def test_layout_is_cached_and_printable():
+def test_layouts_are_fresh_data_and_printable():
+    """No cache hands out shared tensors: mutating one layout leaves the next one intact."""
     p = patternc.parse("window(left=3, right=0)")
-    assert p.layout(64, block_m=16, block_n=16) is p.layout(64, block_m=16, block_n=16)
+    first = p.layout(64, block_m=16, block_n=16)
+    first.partial.indices.fill_(0)
+    assert p.layout(64, block_m=16, block_n=16).partial.row(1) == [0, 1]
     text = str(p.layout(64, block_m=16, block_n=16))
     assert text.splitlines()[1:] == ["  +...", "  ++..", "  .++.", "  ..++"]
     big = str(patternc.parse("window(3)").layout(1 << 15, block_m=128, block_n=128))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import patternc
 from patternc import PatterncError, parse
 from patternc import pattern as pt
-from reference import block_classes, brute_mask
+from helpers import LK, LQ, SETTINGS, block_classes, brute_mask, programs
 
 GLOBAL_0_EOS = pt.Global((pt.Index(0), pt.Index(-1)))
 
@@ -490,108 +490,6 @@ def test_global_slices_clip():
     m = p.dense_mask(6)
     assert torch.equal(m, spec_mask(lambda p, j: j in (0, 3, 4, 5) or p in (0, 3, 4, 5), 6))
     assert torch.equal(p.layout(6, 6, 2, 2).to_dense(), block_classes(m, 2, 2))
-
-
-# ------------------------------------------------------------------ property tests
-LQ, LK = 7, 6  # global integer selectors are drawn from [-LK, LK) so they are in range
-NAMES = ["local", "g", "_x1", "sparse_2", "Causal", "windows", "eos_"]
-SETTINGS = settings(max_examples=100, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def _ints(lo, hi):
-    return st.integers(lo, hi)
-
-
-@st.composite
-def selectors(draw):
-    kind = draw(st.sampled_from(["int", "word", "slice"]))
-    if kind == "int":
-        k = draw(_ints(-LK, LK - 1))
-        return str(k), pt.Index(k)
-    if kind == "word":
-        word = draw(st.sampled_from(["first", "last", "eos"]))
-        return word, pt.Index(0 if word == "first" else -1)
-    a, b = draw(st.none() | _ints(-9, 9)), draw(st.none() | _ints(-9, 9))
-    return f"{'' if a is None else a}:{'' if b is None else b}", pt.Range(a, b)
-
-
-def _call(draw, name, positional, keywords):
-    """name(args) with optional trailing comma and random spacing."""
-    keywords = draw(st.permutations(keywords))
-    parts = [str(v) for v in positional] + [f"{k}={v}" for k, v in keywords]
-    sep = draw(st.sampled_from([", ", ",", " , ", ",\n  "]))
-    trailing = "," if parts and draw(st.booleans()) else ""
-    return f"{name}({sep.join(parts)}{trailing})"
-
-
-@st.composite
-def components(draw):
-    kind = draw(st.sampled_from(["global", "window", "window_lr", "random", "causal", "all"]))
-    if kind == "global":
-        sels = draw(st.lists(selectors(), min_size=1, max_size=3))
-        text = _call(draw, "global", [t for t, _ in sels], [])
-        return text, pt.Global(tuple(dict.fromkeys(s for _, s in sels)))
-    if kind == "window":
-        w = 2 * draw(_ints(0, 4)) + 1
-        text = _call(draw, "window", [w], []) if draw(st.booleans()) else _call(draw, "window", [], [("w", w)])
-        return text, pt.Window(w // 2, w // 2)
-    if kind == "window_lr":
-        kw = draw(st.dictionaries(st.sampled_from(["left", "right"]), _ints(0, 5), min_size=1))
-        return _call(draw, "window", [], list(kw.items())), pt.Window(kw.get("left", 0), kw.get("right", 0))
-    if kind == "random":
-        r, block, seed = draw(_ints(1, 4)), draw(_ints(1, 8)), draw(_ints(0, 100))
-        values = {"r": r, "block": block, "seed": seed}
-        npos = draw(_ints(1, 3))  # r, block, seed: a positional prefix, then keywords
-        keys = [k for k in ("block", "seed")[max(npos - 1, 0):] if draw(st.booleans())]
-        text = _call(draw, "random", [values[k] for k in ("r", "block", "seed")[:npos]], [(k, values[k]) for k in keys])
-        default = {"block": 64, "seed": 0}
-        given_ = set(("r", "block", "seed")[:npos]) | set(keys)
-        return text, pt.Random(r, block if "block" in given_ else default["block"],
-                               seed if "seed" in given_ else default["seed"])
-    text = draw(st.sampled_from([kind, f"{kind}()"]))
-    return text, pt.Causal() if kind == "causal" else pt.All()
-
-
-OPS = {"+": [" + ", "+", " +\n  ", "\n  + ", " + # note\n"], "&": [" & ", "&", " &\n ", "\n& "]}
-
-
-def expressions(defined):
-    """(text, expected node, level): level 0 is a union, 1 an intersection, 2 an atom."""
-    leaves = components().map(lambda c: (c[0], c[1], 2))
-    if defined:
-        leaves = leaves | st.sampled_from(sorted(defined.items())).map(lambda kv: (kv[0], kv[1], 2))
-
-    def extend(children):
-        @st.composite
-        def binary(draw):
-            op = draw(st.sampled_from("+&"))
-            (ta, na, la), (tb, nb, lb) = draw(children), draw(children)
-            if op == "&":  # operands of '&' must be atoms or intersections
-                ta, tb = (f"({t})" if lvl == 0 else t for t, lvl in ((ta, la), (tb, lb)))
-            text = f"{ta}{draw(st.sampled_from(OPS[op]))}{tb}"
-            if op == "+":
-                return text, pt.union(na, nb), 0
-            return text, pt.intersect(na, nb), 1
-
-        parens = children.map(lambda c: (f"({c[0]})", c[1], 2))
-        return binary() | parens
-
-    return st.recursive(leaves, extend, max_leaves=6)
-
-
-@st.composite
-def programs(draw):
-    """A valid program: some definitions (each may use earlier ones), then an expression."""
-    defined, statements = {}, []
-    for name in draw(st.lists(st.sampled_from(NAMES), max_size=3, unique=True)):
-        text, node, _ = draw(expressions(defined))
-        statements.append(f"{name} = {text}")
-        defined[name] = node
-    text, node, _ = draw(expressions(defined))
-    statements.append(text)
-    sep = draw(st.sampled_from(["\n", "; ", ";\n", "\n\n# comment\n", " ;; \r\n"]))
-    return draw(st.sampled_from(["", "# head\n", "\n"])) + sep.join(statements) + draw(st.sampled_from(["", "\n", " # end"])), node
 
 
 @SETTINGS

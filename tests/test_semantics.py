@@ -5,26 +5,9 @@ import pytest
 import torch
 
 import patternc
-from patternc.pattern import random_blocks
-from reference import brute_mask, random_choice
+from helpers import PATTERNS, brute_mask, random_choice
+from patternc.components import random_blocks
 
-PATTERNS = [
-    "global(first, eos) + window(3) + random(2)",
-    "(global(0:4) + window(left=1023, right=0)) & causal",
-    "global(first, -1) + window(255) + random(3, block=128, seed=7)",
-    "window(1)",
-    "window(5) & random(3, block=4)",
-    "random(2, block=1, seed=3)",
-    "random(5, block=3) + random(2, block=7, seed=1)",
-    "causal & window(left=7, right=0) + global(3:9)",
-    "all & (window(1) + global(-3:))",
-    "window(left=0, right=4) & causal",
-    "(window(left=5, right=0) + window(left=0, right=5)) & (causal + global(2))",
-    "global(:) & window(left=2, right=0)",
-    "global(-2:, :1, 4:2) + causal",
-    "all",
-    "causal",
-]
 LENGTHS = [(1, 1), (7, 7), (33, 33), (70, 70), (33, 70), (70, 33), (17, 5), (5, 17)]
 
 

@@ -1,4 +1,4 @@
-"""Stage 2, ast: the syntax tree the parser builds, one frozen dataclass per construct.
+"""The syntax tree (stage 2 of the front end): the syntax tree the parser builds, one frozen dataclass per construct.
 
 The tree is purely syntactic: a `Call` named ``windw`` is still a `Call`; deciding what
 names mean is `check`'s job. Every node carries the `Span` of its text.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from .source import Source, Span
+from ..source import Source, Span
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Stage 1, parser: text → `ast.Program`, with Lark's LALR parser over grammar/patternc.lark.
+"""Parser (stage 1 of the front end): text → `ast.Program`, with Lark's LALR parser over grammar/patternc.lark.
 
 Lark's exceptions never escape: they become `PatterncError`s pointing at the text.
 """
@@ -13,8 +13,8 @@ import lark
 from lark import Lark, Token, Tree
 
 from . import ast
-from .errors import PatterncError
-from .source import Source, Span
+from ..errors import PatterncError
+from ..source import Source, Span
 
 # Literals larger than this are rejected by `check`; the parser keeps them saturated here
 # so that absurdly long digit strings never reach int() (which limits digits).
@@ -41,7 +41,7 @@ def _grammar_text() -> str:
     packaged = resources.files("patternc").joinpath("grammar").joinpath("patternc.lark")
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
-    checkout = Path(__file__).resolve().parent.parent / "grammar" / "patternc.lark"
+    checkout = Path(__file__).resolve().parents[2] / "grammar" / "patternc.lark"
     try:
         return checkout.read_text(encoding="utf-8")
     except OSError as exc:  # a broken install, not a user error

@@ -1,0 +1,121 @@
+"""Kernel modules on disk: generated mask modules written atomically, and imported (with the
+static kernels) either compiled or for Triton's interpreter, as each call asks.
+
+Triton decides at decoration time whether a function is interpreted, so each module is
+imported once per mode under its own name, with ``TRITON_INTERPRET`` set for the duration
+of that import only. Generated modules live in the cache directory (``PATTERNC_CACHE_DIR``,
+else ``$XDG_CACHE_HOME/patternc`` or ``~/.cache/patternc``) as ``<module_name>.py``, named by
+the hash of their text: written to a private temp file and renamed, so concurrent processes
+never see a partial file (Triton reads kernel source from real files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from ..errors import PatterncError
+from .emit import KernelSource
+
+_FLASH = Path(__file__).with_name("flash.py")
+_LOCK = threading.Lock()
+_MODULES: dict[tuple[str, bool], object] = {}  # (name, interpret) -> imported module
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("PATTERNC_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "patternc"
+
+
+def write(src: KernelSource) -> Path:
+    """The module's file in the cache directory, written atomically if absent or different."""
+    directory = cache_dir()
+    path = directory / f"{src.module_name}.py"
+    try:
+        if path.read_text(encoding="utf-8") == src.text:
+            return path
+    except OSError:
+        pass
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{src.module_name}.", suffix=".tmp")
+    except OSError as exc:
+        raise PatterncError(f"cannot write the kernel cache in '{directory}': {exc.strerror or exc} "
+                            "(set PATTERNC_CACHE_DIR to a writable directory)") from None
+    try:  # a private temp file, then rename: readers see the old file or the whole new one
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(src.text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise PatterncError(f"cannot write the kernel cache in '{directory}': {exc.strerror or exc} "
+                            "(set PATTERNC_CACHE_DIR to a writable directory)") from None
+    return path
+
+
+@contextlib.contextmanager
+def interpreting(on: bool):
+    """Triton's interpret switch (``TRITON_INTERPRET``), set for the duration of the block."""
+    before = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = before
+
+
+def _import(name: str, path: Path, interpret: bool):
+    key = (name, interpret)
+    with _LOCK:
+        module = _MODULES.get(key)
+        if module is None:
+            full = f"{name}_interpreted" if interpret else name
+            spec = importlib.util.spec_from_file_location(full, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[full] = module
+            with interpreting(interpret):  # Triton decides at decoration time
+                spec.loader.exec_module(module)
+            _MODULES[key] = module
+        return module
+
+
+def _triton_mode(interpret: bool) -> None:
+    """Make sure Triton runs in the asked mode. Triton's own helpers (``tl.cdiv``, the combine
+    functions of ``tl.max`` ...) are compiled or interpreted from the moment triton is imported,
+    so the first kernel use in a process decides: interpreted kernels import Triton with its
+    interpreter on, and a process cannot use both modes."""
+    if "triton" not in sys.modules:
+        if interpret:
+            os.environ["TRITON_INTERPRET"] = "1"
+        import triton  # noqa: F401
+    from triton.language.standard import cdiv
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if isinstance(cdiv, InterpretedFunction) != interpret:
+        raise PatterncError(
+            "CPU tensors need Triton's interpreter, but Triton was already imported in compiled mode in this "
+            "process; set TRITON_INTERPRET=1 before importing triton, or use backend='reference'" if interpret else
+            "CUDA tensors need compiled Triton kernels, but Triton was imported with TRITON_INTERPRET=1 in this "
+            "process; unset it")
+
+
+def kernels(interpret: bool):
+    """The static flash-attention kernels (`flash.py`), compiled or interpreted."""
+    _triton_mode(interpret)
+    return _import("patternc_flash", _FLASH, interpret)
+
+
+def mask_function(src: KernelSource, interpret: bool):
+    """The generated ``pattern_mask`` of ``src``, compiled or interpreted."""
+    return _import(src.module_name, write(src), interpret).pattern_mask

@@ -1,0 +1,340 @@
+# patternc's fused block-sparse flash attention, forward and backward (FlashAttention-2).
+#
+# This file is pattern-independent and imported as it is (Triton reads its source). The
+# pattern enters as MASK, a constexpr @triton.jit function generated per pattern structure
+# by patternc.kernels.emit:
+#     MASK(offs_m, offs_n, Q_OFFSET, PARAMS, TAGS, BLOCK_M=, BLOCK_N=, RANDOM_SLOTS=)
+#         -> bool [BLOCK_M, BLOCK_N]: query row i attends key j
+# so each structure compiles its own specialization of these kernels, and the preprocess
+# kernel (no MASK) compiles once for all patterns.
+#
+# Conventions:
+#   Q [B, H, Lq, D], K and V [B, HKV, Lk, D], any strides; H = HKV * GROUP (GQA: query head h
+#   reads kv head h // GROUP). Query row i sits at position p = i + Q_OFFSET.
+#   Scores are kept in log2 units: s = q.k * scale * log2(e), so softmax uses exp2.
+#   LSE [B, H, Lq] float32 is the natural-log log-sum-exp (as SDPA and FlashAttention return
+#   it); -inf for rows that attend nothing, whose output is 0.
+#   The layout lists, per query block (per key block for dK/dV), its full tiles and its
+#   partial tiles (CSR: OFFSETS, INDICES), and per partial tile a TAGS word: which top-level
+#   terms of the pattern are partial there (MASK evaluates only those). Full tiles do no
+#   mask math at all when EVEN_N (Lk % BLOCK_N == 0).
+#   Grids are 1-D with blocks varying fastest (neighbouring programs share one head's K/V in
+#   L2; B x H is not bound by the 65535 limit of a second grid axis).
+#   Pointers: a tile's first row is added in 64 bits, offsets inside it stay 32-bit (WIDE),
+#   except in the dK/dV inner loop, where that 64-bit add cost 13% of the backward pass:
+#   there rows are 32-bit unless WIDE_ROWS says offsets may pass 2**31.
+
+import triton
+import triton.language as tl
+
+LN2 = tl.constexpr(0.6931471805599453)
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+# ---------------------------------------------------------------------------- helpers
+@triton.jit
+def _program(LEN, BLOCK: tl.constexpr):
+    """(block, batch x head) of this program in a 1-D grid, blocks varying fastest."""
+    num_blocks = tl.cdiv(LEN, BLOCK)
+    pid = tl.program_id(0)
+    return pid % num_blocks, pid // num_blocks
+
+
+@triton.jit
+def _head(X, off_b, off_h, stride_b, stride_h):
+    """Base pointer of one (batch, head) matrix, offsets in 64 bits."""
+    return X + off_b.to(tl.int64) * stride_b + off_h.to(tl.int64) * stride_h
+
+
+@triton.jit
+def _tile(X, start, LEN, stride_m, stride_d, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
+          BLOCK: tl.constexpr, WIDE: tl.constexpr, TRANS: tl.constexpr):
+    """Rows [start, start + BLOCK) of the [LEN, HEAD_DIM] matrix at X, zero past either edge;
+    [D_PAD, BLOCK] when TRANS. WIDE: the first row's offset is computed in 64 bits."""
+    r = tl.arange(0, BLOCK)
+    d = tl.arange(0, D_PAD)
+    if WIDE:
+        X = X + start.to(tl.int64) * stride_m
+        rows = r
+    else:
+        rows = start + r
+    row_ok = (start + r) < LEN
+    d_ok = d < HEAD_DIM
+    if TRANS:
+        return tl.load(X + rows[None, :] * stride_m + d[:, None] * stride_d, mask=row_ok[None, :] & d_ok[:, None],
+                       other=0.0)
+    return tl.load(X + rows[:, None] * stride_m + d[None, :] * stride_d, mask=row_ok[:, None] & d_ok[None, :],
+                   other=0.0)
+
+
+@triton.jit
+def _store_tile(X, start, LEN, stride_m, stride_d, value, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
+                BLOCK: tl.constexpr):
+    """Store rows [start, start + BLOCK) of the [LEN, HEAD_DIM] matrix at X (those that exist)."""
+    r = tl.arange(0, BLOCK)
+    d = tl.arange(0, D_PAD)
+    ptrs = X + start.to(tl.int64) * stride_m + r[:, None] * stride_m + d[None, :] * stride_d
+    tl.store(ptrs, value.to(X.dtype.element_ty), mask=((start + r) < LEN)[:, None] & (d < HEAD_DIM)[None, :])
+
+
+@triton.jit
+def _keep(offs_m, offs_n, KV_LEN, Q_OFFSET, PARAMS, tags, MASK: tl.constexpr, IS_FULL: tl.constexpr,
+          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr):
+    """Which pairs of a tile take part: the pattern on partial tiles, key bounds on ragged ones."""
+    keep = offs_n[None, :] < KV_LEN
+    if not IS_FULL:
+        keep = keep & MASK(offs_m, offs_n, Q_OFFSET, PARAMS, tags,
+                           BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS)
+    return keep
+
+
+@triton.jit
+def _row_stats(LSE, DELTA, offs_m, Q_LEN):
+    """LSE in log2 units (+inf where a row attends nothing or lies past Q_LEN, so its P is 0)
+    and delta; LSE and DELTA point at this (batch, head)'s rows."""
+    row_ok = offs_m < Q_LEN
+    lse = tl.load(LSE + offs_m, mask=row_ok, other=float("inf"))
+    lse = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
+    delta = tl.load(DELTA + offs_m, mask=row_ok, other=0.0)
+    return lse, delta
+
+
+# ---------------------------------------------------------------------------- forward
+@triton.jit
+def _fwd_tiles(acc, l_i, m_i, q, K, V, INDICES, TAGS, lo, hi, offs_m,
+               stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+               MASK: tl.constexpr, IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+               D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
+               DOT_PRECISION: tl.constexpr):
+    """Online softmax over the key tiles INDICES[lo:hi]: update running max m, sum l, output acc."""
+    for t in range(lo, hi):
+        start_n = tl.load(INDICES + t) * BLOCK_N
+        k_t = _tile(K, start_n, KV_LEN, stride_kn, stride_kd,
+                    HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
+        qk = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
+        if not (IS_FULL and EVEN_N):  # full tiles of an even length skip every mask
+            tags = 0 if IS_FULL else tl.load(TAGS + t)
+            keep = _keep(offs_m, start_n + tl.arange(0, BLOCK_N), KV_LEN, Q_OFFSET, PARAMS, tags, MASK=MASK,
+                         IS_FULL=IS_FULL, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS)
+            qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing yet: avoid -inf - -inf
+        p = tl.math.exp2(qk - m_use[:, None])
+        alpha = tl.math.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _tile(V, start_n, KV_LEN, stride_vn, stride_vd,
+                  HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=False)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def attn_fwd(Q, K, V, O, LSE, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
+             stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+             stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
+             H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale,
+             MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+             BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Forward: one program per (query block, batch x head) computes O and LSE of its rows."""
+    tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM)
+    qb, off_bh = _program(Q_LEN, BLOCK_M)
+    off_b = off_bh // H
+    off_h = off_bh % H
+    start_m = qb * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
+              HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
+    K = _head(K, off_b, off_h // GROUP, stride_kb, stride_kh)
+    V = _head(V, off_b, off_h // GROUP, stride_vb, stride_vh)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
+    # Full tiles (no mask math), then partial tiles (the pattern decides pair by pair).
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, FULL_INDICES, PART_TAGS,
+                               tl.load(FULL_OFFSETS + qb), tl.load(FULL_OFFSETS + qb + 1), offs_m,
+                               stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                               MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
+                               BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, PART_INDICES, PART_TAGS,
+                               tl.load(PART_OFFSETS + qb), tl.load(PART_OFFSETS + qb + 1), offs_m,
+                               stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                               MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
+                               BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+    # Rows that attended nothing: O = 0 and LSE = -inf.
+    empty = l_i == 0.0
+    l_use = tl.where(empty, 1.0, l_i)
+    _store_tile(_head(O, off_b, off_h, stride_ob, stride_oh), start_m, Q_LEN, stride_om, stride_od,
+                acc / l_use[:, None], HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M)
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_use)) * LN2)
+    tl.store(LSE + off_bh.to(tl.int64) * Q_LEN + offs_m, lse, mask=offs_m < Q_LEN)
+
+
+# --------------------------------------------------------------------------- backward
+@triton.jit
+def attn_bwd_preprocess(O, DO, DLSE, DELTA,
+                        stride_ob, stride_oh, stride_om, stride_od, stride_dob, stride_doh, stride_dom, stride_dod,
+                        H, Q_LEN,
+                        HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, HAS_DLSE: tl.constexpr):
+    """delta = rowsum(dO * O) - dLSE: the softmax-gradient correction of each query row."""
+    qb, off_bh = _program(Q_LEN, BLOCK_M)
+    start_m = qb * BLOCK_M
+    o = _tile(_head(O, off_bh // H, off_bh % H, stride_ob, stride_oh), start_m, Q_LEN, stride_om, stride_od,
+              HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
+    do = _tile(_head(DO, off_bh // H, off_bh % H, stride_dob, stride_doh), start_m, Q_LEN, stride_dom, stride_dod,
+               HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    row = off_bh.to(tl.int64) * Q_LEN + offs_m
+    if HAS_DLSE:  # d lse / d score = softmax, so a gradient on LSE shifts delta
+        delta -= tl.load(DLSE + row, mask=offs_m < Q_LEN, other=0.0)
+    tl.store(DELTA + row, delta, mask=offs_m < Q_LEN)
+
+
+@triton.jit
+def _bwd_probs(q, k_t, lse, offs_m, offs_n, KV_LEN, Q_OFFSET, PARAMS, tags, qk_scale,
+               MASK: tl.constexpr, IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Recompute a tile's probabilities P = exp2(s - LSE), zero where pairs do not attend."""
+    qk = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
+    p = tl.math.exp2(qk - lse[:, None])
+    if not (IS_FULL and EVEN_N):
+        keep = _keep(offs_m, offs_n, KV_LEN, Q_OFFSET, PARAMS, tags, MASK=MASK, IS_FULL=IS_FULL,
+                     BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS)
+        p = tl.where(keep, p, 0.0)
+    return p
+
+
+@triton.jit
+def _dkdv_tiles(dk, dv, k_t, v_t, Q, DO, LSE, DELTA, INDICES, TAGS, lo, hi, offs_n,
+                stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                MASK: tl.constexpr, IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
+                DOT_PRECISION: tl.constexpr, WIDE_ROWS: tl.constexpr):
+    """Contributions of the query tiles INDICES[lo:hi] to this key block's dK and dV."""
+    for t in range(lo, hi):
+        start_m = tl.load(INDICES + t) * BLOCK_M
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q = _tile(Q, start_m, Q_LEN, stride_qm, stride_qd,
+                  HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=WIDE_ROWS, TRANS=False)
+        do = _tile(DO, start_m, Q_LEN, stride_dom, stride_dod,
+                   HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=WIDE_ROWS, TRANS=False)
+        lse, delta = _row_stats(LSE, DELTA, offs_m, Q_LEN)
+        tags = 0 if IS_FULL else tl.load(TAGS + t)
+        p = _bwd_probs(q, k_t, lse, offs_m, offs_n, KV_LEN, Q_OFFSET, PARAMS, tags, qk_scale, MASK=MASK,
+                       IS_FULL=IS_FULL, EVEN_N=EVEN_N, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
+                       DOT_PRECISION=DOT_PRECISION)
+        dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=DOT_PRECISION)
+        dp = tl.dot(do, v_t, input_precision=DOT_PRECISION)
+        ds = p * (dp - delta[:, None])
+        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=DOT_PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
+                  FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
+                  stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                  stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
+                  stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+                  HKV, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale, sm_scale,
+                  MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr,
+                  DOT_PRECISION: tl.constexpr, WIDE_ROWS: tl.constexpr):
+    """dK, dV: one program per (key block, batch x kv head) walks the transposed layout (the
+    query blocks that attend this key block) for every query head of its GQA group."""
+    tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM)
+    kb, off_bh = _program(KV_LEN, BLOCK_N)
+    off_b = off_bh // HKV
+    off_hk = off_bh % HKV
+    start_n = kb * BLOCK_N
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    k_t = _tile(_head(K, off_b, off_hk, stride_kb, stride_kh), start_n, KV_LEN, stride_kn, stride_kd,
+                HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
+    v_t = _tile(_head(V, off_b, off_hk, stride_vb, stride_vh), start_n, KV_LEN, stride_vn, stride_vd,
+                HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
+    dk = tl.zeros([BLOCK_N, D_PAD], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, D_PAD], dtype=tl.float32)
+    for g in range(GROUP):
+        off_h = off_hk * GROUP + g
+        rows = (off_b * HKV * GROUP + off_h).to(tl.int64) * Q_LEN  # this head's LSE / delta
+        Qh = _head(Q, off_b, off_h, stride_qb, stride_qh)
+        DOh = _head(DO, off_b, off_h, stride_dob, stride_doh)
+        dk, dv = _dkdv_tiles(dk, dv, k_t, v_t, Qh, DOh, LSE + rows, DELTA + rows, FULL_INDICES, PART_TAGS,
+                             tl.load(FULL_OFFSETS + kb), tl.load(FULL_OFFSETS + kb + 1), offs_n,
+                             stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                             MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
+                             BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION,
+                             WIDE_ROWS=WIDE_ROWS)
+        dk, dv = _dkdv_tiles(dk, dv, k_t, v_t, Qh, DOh, LSE + rows, DELTA + rows, PART_INDICES, PART_TAGS,
+                             tl.load(PART_OFFSETS + kb), tl.load(PART_OFFSETS + kb + 1), offs_n,
+                             stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                             MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
+                             BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION,
+                             WIDE_ROWS=WIDE_ROWS)
+    _store_tile(_head(DK, off_b, off_hk, stride_dkb, stride_dkh), start_n, KV_LEN, stride_dkn, stride_dkd,
+                dk * sm_scale, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N)
+    _store_tile(_head(DV, off_b, off_hk, stride_dvb, stride_dvh), start_n, KV_LEN, stride_dvn, stride_dvd,
+                dv, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N)
+
+
+@triton.jit
+def _dq_tiles(dq, q, do, lse, delta, K, V, INDICES, TAGS, lo, hi, offs_m,
+              stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+              MASK: tl.constexpr, IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+              D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
+              DOT_PRECISION: tl.constexpr):
+    """Contributions of the key tiles INDICES[lo:hi] to this query block's dQ."""
+    for t in range(lo, hi):
+        start_n = tl.load(INDICES + t) * BLOCK_N
+        k_t = _tile(K, start_n, KV_LEN, stride_kn, stride_kd,
+                    HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
+        v_t = _tile(V, start_n, KV_LEN, stride_vn, stride_vd,
+                    HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
+        tags = 0 if IS_FULL else tl.load(TAGS + t)
+        p = _bwd_probs(q, k_t, lse, offs_m, start_n + tl.arange(0, BLOCK_N), KV_LEN, Q_OFFSET, PARAMS, tags, qk_scale,
+                       MASK=MASK, IS_FULL=IS_FULL, EVEN_N=EVEN_N, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+                       RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+        dp = tl.dot(do, v_t, input_precision=DOT_PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k_t.dtype), tl.trans(k_t), dq, input_precision=DOT_PRECISION)
+    return dq
+
+
+@triton.jit
+def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, PARAMS,
+                FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
+                stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
+                stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+                H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale, sm_scale,
+                MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """dQ: one program per (query block, batch x head) walks the layout's key tiles."""
+    tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM)
+    qb, off_bh = _program(Q_LEN, BLOCK_M)
+    off_b = off_bh // H
+    off_h = off_bh % H
+    start_m = qb * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
+              HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
+    do = _tile(_head(DO, off_b, off_h, stride_dob, stride_doh), start_m, Q_LEN, stride_dom, stride_dod,
+               HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
+    rows = off_bh.to(tl.int64) * Q_LEN
+    lse, delta = _row_stats(LSE + rows, DELTA + rows, offs_m, Q_LEN)
+    K = _head(K, off_b, off_h // GROUP, stride_kb, stride_kh)
+    V = _head(V, off_b, off_h // GROUP, stride_vb, stride_vh)
+    dq = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
+    dq = _dq_tiles(dq, q, do, lse, delta, K, V, FULL_INDICES, PART_TAGS,
+                   tl.load(FULL_OFFSETS + qb), tl.load(FULL_OFFSETS + qb + 1), offs_m,
+                   stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                   MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD,
+                   BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+    dq = _dq_tiles(dq, q, do, lse, delta, K, V, PART_INDICES, PART_TAGS,
+                   tl.load(PART_OFFSETS + qb), tl.load(PART_OFFSETS + qb + 1), offs_m,
+                   stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                   MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD,
+                   BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+    _store_tile(_head(DQ, off_b, off_h, stride_dqb, stride_dqh), start_m, Q_LEN, stride_dqm, stride_dqd,
+                dq * sm_scale, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M)

@@ -1,0 +1,155 @@
+"""Building a `BlockLayout` without materializing Lq x Lk.
+
+Each component classifies tiles in O(1) per tile (`patternc.components`) and enumerates a
+superset of the tiles it touches. Union and intersection decide most tiles from their
+terms' classes (full + x = full, empty & x = empty, one partial among empties is
+partial ...); only a tile where two terms are partial is ambiguous and gets an exact look at
+its ``block_m x block_n`` pairs. Intersections enumerate their sparsest term and classify
+the others on those tiles only. Finally each partial tile is tagged with the top-level
+terms that are partial on it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..components import EMPTY, FULL, PARTIAL
+from ..components.base import tile_state
+from ..ir import Intersect, Node, Union, top_terms
+from ..resolve import Resolved
+from .blocks import CSR, BlockLayout
+
+_AMBIGUOUS = 3
+_EXACT_CHUNK = 1 << 22  # pairs evaluated at once when resolving ambiguous tiles exactly
+_TAG_BITS = 30  # terms past this many are evaluated on every partial tile (their bit is never read)
+
+
+class Grid:
+    """Tile geometry of a `Resolved` pattern, and the classification of its tree.
+
+    Tiles are named by ``id = qb * nk + kb``. ``enumerate(node)`` returns the sorted ids of
+    the tiles a node touches with their exact states; ``classify(node, ids)`` the exact
+    states (EMPTY included) of given tiles.
+    """
+
+    def __init__(self, ctx: Resolved, bm: int, bn: int):
+        self.ctx, self.bm, self.bn = ctx, bm, bn
+        self.q_len, self.kv_len, self.q_offset = ctx.q_len, ctx.kv_len, ctx.q_offset
+        self.nq, self.nk = -(-self.q_len // bm), -(-self.kv_len // bn)
+
+    # ---- geometry
+    def split(self, ids):
+        return ids // self.nk, ids % self.nk
+
+    def rows(self, qb):
+        """First and last query row ``i`` of query blocks ``qb`` (inclusive)."""
+        return qb * self.bm, torch.clamp(qb * self.bm + self.bm, max=self.q_len) - 1
+
+    def cols(self, kb):
+        return kb * self.bn, torch.clamp(kb * self.bn + self.bn, max=self.kv_len) - 1
+
+    def product(self, qb, kb_lo, kb_hi):
+        """Ids of tiles (qb[r], kb) for kb in [kb_lo[r], kb_hi[r]] (empty where hi < lo)."""
+        n = torch.clamp(kb_hi - kb_lo + 1, min=0)
+        start = torch.repeat_interleave(qb * self.nk + kb_lo, n)
+        within = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+        return start + within
+
+    # ---- enumerate / classify
+    def enumerate(self, node: Node) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(node, Union):
+            parts = [self.enumerate(t) for t in node.terms]
+            ids, inverse = torch.unique(torch.cat([p[0] for p in parts]), return_inverse=True)
+            states = torch.cat([p[1] for p in parts])
+            full = torch.zeros(ids.numel(), dtype=torch.bool).index_put_((inverse,), states == FULL, accumulate=True)
+            npart = torch.zeros(ids.numel(), dtype=torch.int64).index_add_(0, inverse, (states == PARTIAL).long())
+            out = torch.where(full, FULL, torch.where(npart == 1, PARTIAL, _AMBIGUOUS)).to(torch.int8)
+            return ids, self.resolve(node, ids, out)
+        if isinstance(node, Intersect):
+            first, *rest = sorted(node.terms, key=self.estimate)
+            ids, states = self.enumerate(first)
+            for term in rest:
+                states = self.combine(node, ids, torch.stack([states, self.classify(term, ids)]))
+                keep = states != EMPTY
+                ids, states = ids[keep], states[keep]
+            return ids, states
+        ids = node.candidates(self)
+        states = self.classify(node, ids)
+        keep = states != EMPTY
+        return ids[keep], states[keep]
+
+    def classify(self, node: Node, ids: torch.Tensor) -> torch.Tensor:
+        if isinstance(node, (Union, Intersect)):
+            return self.combine(node, ids, torch.stack([self.classify(t, ids) for t in node.terms]))
+        qb, kb = self.split(ids)
+        return node.classify(self, *self.rows(qb), *self.cols(kb))
+
+    def estimate(self, node: Node) -> float:
+        """Rough number of tiles a node touches (to enumerate intersections' sparsest term)."""
+        if isinstance(node, Union):
+            return sum(map(self.estimate, node.terms))
+        if isinstance(node, Intersect):
+            return min(map(self.estimate, node.terms))
+        return node.estimate(self)
+
+    def combine(self, node, ids, states):
+        """States of a union or intersection from its terms' states ``[terms, T]``."""
+        npart = (states == PARTIAL).sum(0)
+        if isinstance(node, Union):
+            decided = torch.where((states == FULL).any(0), FULL, torch.where(npart == 0, EMPTY, PARTIAL))
+        else:
+            decided = torch.where((states == EMPTY).any(0), EMPTY, torch.where(npart == 0, FULL, PARTIAL))
+        out = torch.where((decided == PARTIAL) & (npart > 1), _AMBIGUOUS, decided).to(torch.int8)
+        return self.resolve(node, ids, out)
+
+    def resolve(self, node, ids, states):
+        """Replace ambiguous states by an exact look at the tiles' pairs."""
+        ambiguous = torch.nonzero(states == _AMBIGUOUS).view(-1)
+        if ambiguous.numel():
+            nonempty, full = [], []
+            for attends, allowed in self.tile_masks(node, ids[ambiguous]):
+                nonempty.append(attends.flatten(1).any(1))
+                full.append(allowed.flatten(1).all(1))
+            states[ambiguous] = tile_state(torch.cat(nonempty), torch.cat(full))
+        return states
+
+    def tile_masks(self, node, ids):
+        """Yield ``(mask & valid, mask | ~valid)`` for chunks of tiles, each [chunk, bm, bn]."""
+        chunk = max(1, _EXACT_CHUNK // (self.bm * self.bn))
+        for start in range(0, ids.numel(), chunk):
+            qb, kb = self.split(ids[start : start + chunk])
+            i = (qb * self.bm).view(-1, 1, 1) + torch.arange(self.bm).view(1, -1, 1)
+            j = (kb * self.bn).view(-1, 1, 1) + torch.arange(self.bn).view(1, 1, -1)
+            valid = (i < self.q_len) & (j < self.kv_len)
+            mask = self.ctx.mask(i, j, node)
+            yield mask & valid, mask | ~valid
+
+    def count_pairs(self, node, qb, kb) -> int:
+        return sum(int(attends.sum()) for attends, _ in self.tile_masks(node, qb * self.nk + kb))
+
+    def tags(self, root: Node, ids: torch.Tensor) -> torch.Tensor:
+        """Per partial tile, bit t set when top-level term t is partial on it (int32)."""
+        terms = top_terms(root)
+        if len(terms) == 1:
+            return torch.ones(ids.numel(), dtype=torch.int32)
+        out = torch.zeros(ids.numel(), dtype=torch.int32)
+        for t, term in enumerate(terms[:_TAG_BITS]):
+            out |= (self.classify(term, ids) == PARTIAL).to(torch.int32) << t
+        return out
+
+
+def build_layout(ctx: Resolved, block_m: int, block_n: int) -> BlockLayout:
+    """The exact layout of ``ctx.root`` (an optimized tree) at ``ctx``'s lengths."""
+    grid = Grid(ctx, block_m, block_n)
+    ids, states = grid.enumerate(ctx.root)
+    qb, kb = grid.split(ids)
+    csrs = {}
+    for name, state in (("full", FULL), ("partial", PARTIAL)):
+        sel = states == state
+        q, k = qb[sel], kb[sel]
+        tags = grid.tags(ctx.root, ids[sel]) if state == PARTIAL else None
+        csrs[name] = CSR.from_pairs(q, k, grid.nq, tags)  # ids are sorted: by qb, then kb
+        order = torch.argsort(k * grid.nq + q)
+        csrs[name + "_t"] = CSR.from_pairs(k[order], q[order], grid.nk, None if tags is None else tags[order])
+    return BlockLayout(ctx.q_len, ctx.kv_len, block_m, block_n, q_offset=ctx.q_offset,
+                       _count_partial=lambda q, k: grid.count_pairs(ctx.root, q, k), **csrs)

@@ -1,0 +1,91 @@
+"""`attention_from`: a pattern as a `torch.nn.Module` with SDPA conventions.
+
+Where each call runs (chosen per call, from the tensors and the ``backend`` option):
+- CUDA tensors: the generated Triton kernels.
+- CPU tensors: the same kernels in Triton's interpreter with ``backend="kernels"`` (or when
+  ``TRITON_INTERPRET=1`` is set at call time), else `chunked_attention`, a dense masked
+  reference over query chunks with bounded memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from .errors import PatterncError, require_int
+from .inputs import check_inputs
+from .lang import as_pattern
+from .ops.autograd import SparseFlashAttention
+from .pattern import Pattern
+from .plan import Options, check_options, plan_for
+from .reference import chunked_attention
+
+BACKENDS = ("auto", "kernels", "reference")
+
+
+class PatternAttention(torch.nn.Module):
+    """Sparse attention for one pattern, with `torch.nn.functional.scaled_dot_product_attention`
+    conventions. Build it with `attention_from`.
+
+    ``forward(q, k, v, *, scale=None, return_lse=False, q_offset=None)``: q ``[B, Hq, Lq, D]``,
+    k and v ``[B, Hkv, Lk, D]`` with ``Hq % Hkv == 0`` (GQA: query head h uses kv head
+    ``h // (Hq // Hkv)``), fp16 / bf16 / fp32, any strides. Query row ``i`` sits at position
+    ``i + q_offset`` (default ``Lk - Lq``: the last query meets the last key, as in KV-cache
+    decoding). Returns ``[B, Hq, Lq, D]`` (and the float32 natural-log log-sum-exp
+    ``[B, Hq, Lq]``, differentiable, with ``return_lse=True``). Rows that attend nothing give
+    0 and -inf. The module holds no state beyond its pattern and options: it copies, pickles
+    and saves like any module; plans live in one bounded process-wide cache.
+    """
+
+    def __init__(self, pattern: Pattern, backend: str = "auto", **options):
+        super().__init__()
+        self.pattern = pattern
+        self.backend = backend
+        self.options: Options = options
+
+    def extra_repr(self) -> str:
+        return f"pattern={str(self.pattern)!r}"
+
+    def forward(self, q, k, v, *, scale=None, return_lse=False, q_offset=None):
+        scale = check_inputs(q, k, v, scale)
+        if q_offset is not None:
+            require_int("q_offset", q_offset, minimum=None)
+        if q.numel() == 0:
+            o = q.new_zeros(q.shape).requires_grad_(q.requires_grad)
+            return (o, q.new_full(q.shape[:3], -math.inf, dtype=torch.float32)) if return_lse else o
+        if self._use_kernels(q):
+            plan = plan_for(self.pattern, q.shape[2], k.shape[2], q_offset, q.device, q.dtype, q.shape[3], self.options)
+            o, lse = SparseFlashAttention.apply(q, k, v, scale, plan)
+        else:
+            ctx = self.pattern.resolve(q.shape[2], k.shape[2], q_offset)
+            o, lse = chunked_attention(q, k, v, ctx, scale)
+        return (o, lse) if return_lse else o
+
+    def _use_kernels(self, q) -> bool:
+        if self.backend != "auto":
+            return self.backend == "kernels"
+        return q.is_cuda or os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes")
+
+
+def attention_from(pattern, backend: str = "auto", **options) -> PatternAttention:
+    """A `torch.nn.Module` computing attention restricted to ``pattern`` (a text or `Pattern`).
+
+    ``backend``: ``"auto"`` (kernels on CUDA; on the CPU the reference path, or the kernels in
+    Triton's interpreter when ``TRITON_INTERPRET=1``), ``"kernels"`` (always the kernels: on
+    the CPU, interpreted) or ``"reference"`` (CPU tensors: always the chunked reference).
+    Options (`patternc.plan.Options`): ``block_m``, ``block_n`` (tile sizes, powers of two
+    >= 16), ``num_warps``, ``num_stages``, each also ``fwd_``/``bwd_``-prefixed for one pass;
+    defaults are chosen per device, dtype and head dim.
+
+    >>> import torch, patternc
+    >>> attn = patternc.attention_from("global(first) + window(129)")
+    >>> q = k = v = torch.randn(1, 2, 300, 64)
+    >>> attn(q, k, v).shape
+    torch.Size([1, 2, 300, 64])
+    """
+    pattern = as_pattern(pattern)
+    if backend not in BACKENDS:
+        raise PatterncError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return PatternAttention(pattern, backend, **check_options(options))

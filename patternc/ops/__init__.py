@@ -1,0 +1,2 @@
+"""Running a `KernelPlan`: kernel launches with keyword arguments (`launch`) and the autograd
+Function (`autograd`)."""

@@ -1,0 +1,116 @@
+"""Launching the kernels of a `KernelPlan`: allocation, grids and keyword arguments.
+
+Kernels come from `patternc.kernels.cache`, compiled for CUDA tensors or interpreted for CPU
+tensors (the plan says which). Interpreted launches are serialized: Triton's interpreter
+patches module state while it runs and is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+
+from ..errors import PatterncError
+from ..plan import KernelPlan
+
+LOG2E = 1.4426950408889634
+WIDE_ROW_OFFSETS = 2**31  # row offsets from here on need 64-bit pointer math in the dK/dV loop
+_INTERPRETER = threading.Lock()
+
+
+def empty(shape, dtype, device):
+    """Output allocation (tests replace it with NaN-filled buffers to catch unwritten elements)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _strides(prefix: str, t: torch.Tensor, dims: str) -> dict:
+    return {f"stride_{prefix}{d}": s for d, s in zip(dims, t.stride())}
+
+
+def _kernels(plan: KernelPlan):
+    """(static kernels module, the plan's mask function), in the plan's mode."""
+    try:
+        from ..kernels import cache
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise PatterncError(f"the kernels need Triton, which is not available ({exc}); CPU tensors can use "
+                            "backend='reference'") from None
+    return cache.kernels(plan.interpret), cache.mask_function(plan.source, plan.interpret)
+
+
+@contextlib.contextmanager
+def _launching(plan: KernelPlan, device: torch.device):
+    """On the tensors' GPU whatever the current device is. In the interpreter: one launch at a
+    time, with Triton's interpret switch on (parts of Triton read it while launching)."""
+    if not plan.interpret:
+        with torch.cuda.device(device):
+            yield
+        return
+    from ..kernels.cache import interpreting
+
+    with _INTERPRETER, interpreting(True):
+        yield
+
+
+def _dot_precision(q) -> str:
+    """fp32 dots use TF32 exactly when torch's matmuls would (read at each call, as torch does)."""
+    tf32 = q.dtype == torch.float32 and q.is_cuda and torch.backends.cuda.matmul.allow_tf32
+    return "tf32" if tf32 else "ieee"
+
+
+def _common(plan: KernelPlan, q, cfg) -> dict:
+    return dict(Q_LEN=plan.q_len, KV_LEN=plan.kv_len, Q_OFFSET=plan.q_offset, PARAMS=plan.params,
+                HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+                RANDOM_SLOTS=plan.random_slots, EVEN_N=plan.kv_len % cfg.block_n == 0,
+                DOT_PRECISION=_dot_precision(q), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def _lists(lay, transposed: bool) -> dict:
+    full, part = (lay.full_t, lay.partial_t) if transposed else (lay.full, lay.partial)
+    return dict(FULL_OFFSETS=full.offsets, FULL_INDICES=full.indices, PART_OFFSETS=part.offsets,
+                PART_INDICES=part.indices, PART_TAGS=part.tags)
+
+
+def forward(plan: KernelPlan, q, k, v, scale: float):
+    """O ``[B, H, Lq, D]`` in q's dtype and the natural-log LSE ``[B, H, Lq]`` (float32)."""
+    flash, mask = _kernels(plan)
+    B, H, Lq, _ = q.shape
+    o = empty(q.shape, q.dtype, q.device)
+    lse = empty((B, H, Lq), torch.float32, q.device)
+    lay, cfg = plan.fwd_layout, plan.fwd
+    with _launching(plan, q.device):
+        flash.attn_fwd[(lay.num_q_blocks * B * H,)](
+            Q=q, K=k, V=v, O=o, LSE=lse, **_lists(lay, False),
+            **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
+            **_strides("o", o, "bhmd"), H=H, GROUP=H // k.shape[1], qk_scale=scale * LOG2E, MASK=mask,
+            **_common(plan, q, cfg))
+    return o, lse
+
+
+def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
+    """dQ, dK, dV (dK and dV summed over each GQA group). ``dlse`` may be None."""
+    flash, mask = _kernels(plan)
+    B, H, Lq, _ = q.shape
+    HKV = k.shape[1]
+    lay, cfg = plan.bwd_layout, plan.bwd
+    delta = empty((B, H, Lq), torch.float32, q.device)
+    dq, dk, dv = empty(q.shape, q.dtype, q.device), empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
+    common = _common(plan, q, cfg)
+    with _launching(plan, q.device):
+        flash.attn_bwd_preprocess[(-(-Lq // 64) * B * H,)](
+            O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta,
+            **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
+            HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None)
+        flash.attn_bwd_dkdv[(lay.num_kv_blocks * B * HKV,)](
+            Q=q, K=k, V=v, DO=do, DK=dk, DV=dv, LSE=lse, DELTA=delta, **_lists(lay, True),
+            **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
+            **_strides("do", do, "bhmd"), **_strides("dk", dk, "bhnd"), **_strides("dv", dv, "bhnd"),
+            HKV=HKV, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask,
+            WIDE_ROWS=max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS, **common)
+        flash.attn_bwd_dq[(lay.num_q_blocks * B * H,)](
+            Q=q, K=k, V=v, DO=do, DQ=dq, LSE=lse, DELTA=delta, **_lists(lay, False),
+            **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
+            **_strides("do", do, "bhmd"), **_strides("dq", dq, "bhmd"),
+            H=H, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask, **common)
+    return dq, dk, dv

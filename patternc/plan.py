@@ -1,0 +1,148 @@
+"""`KernelPlan`: everything a launch needs, chosen once per (pattern, shapes, device, dtype).
+
+The plan owns the choices: which tree the kernels run (the pattern's optimized tree), its
+generated mask source, tile configurations for the forward and backward kernels, the
+layouts at exactly those tiles (the layout's block is the kernel's tile), and the int32
+PARAMS. Plans live in one bounded LRU cache shared by every module of a pattern (a model's
+layers share them). A plan holds no Triton object, so it builds without Triton or a GPU
+(`patternc compile` reports from `choose_tiles`); its tensors are internal and read-only.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from typing import TypedDict
+
+import torch
+
+from .errors import PatterncError, require_int
+from .kernels.emit import KernelSource, generate, params
+from .layout import BlockLayout, build_layout
+from .pattern import Pattern
+
+INT32_LIMIT = 2**31
+PLAN_CACHE_SIZE = 64
+
+
+class Options(TypedDict, total=False):
+    """Tile options of `attention_from`: ``block_m``, ``block_n``, ``num_warps``, ``num_stages``
+    apply to both passes; ``fwd_``/``bwd_``-prefixed ones to one pass (and win)."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    fwd_block_m: int
+    fwd_block_n: int
+    fwd_num_warps: int
+    fwd_num_stages: int
+    bwd_block_m: int
+    bwd_block_n: int
+    bwd_num_warps: int
+    bwd_num_stages: int
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """A kernel's tile (also its layout's block) and launch settings."""
+
+    block_m: int
+    block_n: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+def check_options(options: dict) -> Options:
+    """Validate tile options (names and values); returns them unchanged."""
+    for name, value in options.items():
+        if name not in Options.__annotations__:
+            raise PatterncError(f"unknown option {name!r} (expected one of {', '.join(Options.__annotations__)})")
+        require_int(f"option {name}", value)
+        if "block_" in name and (value < 16 or value & (value - 1)):
+            raise PatterncError(f"option {name} must be a power of two >= 16, got {value}")
+    return options
+
+
+def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None
+                 ) -> tuple[TileConfig, TileConfig]:
+    """(forward, backward) tiles for a device type, dtype and head dim, then the options.
+
+    CUDA, fp16/bf16, D <= 128: the best of a sweep on an H100 (benchmarks/tune_tiles.py).
+    fp32 or D > 128: smaller tiles that fit shared memory (golden-tested, untuned). The
+    interpreter (CPU): 32x32, which keeps its numpy work small.
+    """
+    if device_type != "cuda":
+        fwd = bwd = TileConfig(32, 32)
+    elif head_dim > 128 and dtype == torch.float32:
+        fwd = bwd = TileConfig(32, 32, 4, 1)
+    elif head_dim > 128 or dtype == torch.float32:
+        fwd, bwd = TileConfig(64, 32, 4, 2), TileConfig(32, 32, 4, 1)
+    else:
+        fwd, bwd = TileConfig(64, 64, 4, 3), TileConfig(64, 64, 4, 2)
+    options = options or {}
+    shared = {k: v for k, v in options.items() if not k.startswith(("fwd_", "bwd_"))}
+    fwd = replace(fwd, **shared, **{k[4:]: v for k, v in options.items() if k.startswith("fwd_")})
+    bwd = replace(bwd, **shared, **{k[4:]: v for k, v in options.items() if k.startswith("bwd_")})
+    return fwd, bwd
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """The chosen kernel pieces for one (pattern, lengths, query offset, device, dtype, head dim)."""
+
+    pattern: Pattern
+    q_len: int
+    kv_len: int
+    q_offset: int
+    device: torch.device
+    dtype: torch.dtype
+    head_dim: int
+    source: KernelSource  # the generated mask module of pattern.optimized
+    fwd: TileConfig
+    bwd: TileConfig
+    fwd_layout: BlockLayout  # at the forward tile, on the device
+    bwd_layout: BlockLayout  # at the backward tile, on the device
+    params: torch.Tensor  # int32 PARAMS, on the device
+    random_slots: int
+
+    @property
+    def interpret(self) -> bool:
+        """True when the kernels run in Triton's interpreter (CPU tensors)."""
+        return self.device.type != "cuda"
+
+    @property
+    def d_pad(self) -> int:
+        return max(16, 1 << (self.head_dim - 1).bit_length())
+
+    def __str__(self) -> str:
+        def tile(name, cfg, lay):
+            return (f"{name} {cfg.block_m}x{cfg.block_n} tiles ({cfg.num_warps} warps, {cfg.num_stages} stages): "
+                    f"{lay.num_full} full, {lay.num_partial} partial")
+
+        return (f"KernelPlan {self.pattern} at q_len={self.q_len} kv_len={self.kv_len} q_offset={self.q_offset}, "
+                f"{str(self.dtype).removeprefix('torch.')} D={self.head_dim} on {self.device}\n"
+                f"  {tile('forward ', self.fwd, self.fwd_layout)}\n  {tile('backward', self.bwd, self.bwd_layout)}")
+
+
+def plan_for(pattern: Pattern, q_len: int, kv_len: int, q_offset: int | None, device: torch.device,
+             dtype: torch.dtype, head_dim: int, options: Options | None = None) -> KernelPlan:
+    """The plan for these shapes (from the one bounded cache, else built)."""
+    q_offset = kv_len - q_len if q_offset is None else q_offset
+    return _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, tuple(sorted((options or {}).items())))
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options) -> KernelPlan:
+    if abs(q_offset) + q_len + kv_len >= INT32_LIMIT:
+        raise PatterncError(f"q_len={q_len}, kv_len={kv_len} and q_offset={q_offset} exceed the kernels' int32 "
+                            f"positions (|q_offset| + q_len + kv_len must stay below 2**31)")
+    if device.type != "cuda" and dtype == torch.bfloat16:
+        raise PatterncError("bfloat16 kernels cannot run on the CPU: the Triton interpreter's bf16 dot is "
+                            "inaccurate; use float32 or float16 there, or a GPU")
+    fwd, bwd = choose_tiles(device.type, dtype, head_dim, dict(options))
+    ctx = pattern.resolve(q_len, kv_len, q_offset, optimized=True)
+    layouts = {b: build_layout(ctx, *b).to(device) for b in {(c.block_m, c.block_n) for c in (fwd, bwd)}}
+    return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, generate(ctx.root),
+                      fwd, bwd, layouts[(fwd.block_m, fwd.block_n)], layouts[(bwd.block_m, bwd.block_n)],
+                      params(ctx).to(device), ctx.random_slots)

@@ -1,0 +1,75 @@
+"""Dense references (torch only): `reference_attention` for golden tests, and
+`chunked_attention`, the memory-bounded path for CPU tensors without the kernels."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.utils.checkpoint
+
+from .inputs import DTYPES, check_inputs
+from .lang import as_pattern
+from .resolve import Resolved
+
+
+def _expand_kv(q, t):
+    group = q.shape[1] // t.shape[1]
+    return t.repeat_interleave(group, dim=1) if group > 1 else t
+
+
+def masked_attention(q, k, v, mask, scale):
+    """Dense masked softmax attention in q's dtype; rows with no keys give 0 and -inf.
+
+    Written so that fully masked rows stay NaN-free in backward too (no -inf - -inf)."""
+    s = (torch.matmul(q, k.transpose(-1, -2)) * scale).masked_fill(~mask, -math.inf)
+    s_max = s.amax(dim=-1, keepdim=True).detach()  # softmax is shift-invariant: exact gradients
+    s_max = torch.where(torch.isinf(s_max), 0.0, s_max)
+    p = torch.exp(s - s_max)
+    l = p.sum(dim=-1, keepdim=True)
+    empty = l == 0
+    l_use = torch.where(empty, 1.0, l)
+    lse = torch.where(empty, -math.inf, s_max + torch.log(l_use)).squeeze(-1)
+    return torch.matmul(p / l_use, v), lse
+
+
+def reference_attention(q, k, v, pattern, scale=None, q_offset: int | None = None) -> torch.Tensor:
+    """Dense masked attention with ``pattern`` (a text or `Pattern`), for golden tests.
+
+    Materializes the ``[Lq, Lk]`` mask from `Pattern.dense_mask`; computes in float64 if
+    any input is float64, else float32; returns q's dtype. GQA as in `attention_from`.
+    Rows that attend nothing give 0 (where SDPA would give NaN).
+    """
+    pattern = as_pattern(pattern)
+    scale = check_inputs(q, k, v, scale, dtypes=DTYPES + (torch.float64,))
+    math_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    mask = pattern.dense_mask(q.shape[2], k.shape[2], device=q.device, q_offset=q_offset)
+    k, v = _expand_kv(q, k), _expand_kv(q, v)
+    o, _ = masked_attention(q.to(math_dtype), k.to(math_dtype), v.to(math_dtype), mask, scale)
+    return o.to(q.dtype)
+
+
+def chunked_attention(q, k, v, ctx: Resolved, scale: float, budget: int = 1 << 24):
+    """Masked attention over query chunks of at most ``budget`` scores each (``ctx``: the pattern
+    at these lengths). Differentiable; each chunk is recomputed in backward (checkpointed), so
+    memory stays O(chunk x Lk) rather than O(Lq x Lk). Returns (out, natural-log lse)."""
+    B, H, Lq, _ = q.shape
+    Lk = k.shape[2]
+    k, v = _expand_kv(q, k), _expand_kv(q, v)
+    math_dtype = torch.float32 if q.dtype != torch.float64 else torch.float64
+    rows = max(1, budget // max(1, B * H * Lk))
+    j = torch.arange(Lk, device=q.device).unsqueeze(0)
+
+    def chunk(qc, i0):
+        i = torch.arange(i0, i0 + qc.shape[2], device=q.device).unsqueeze(1)
+        o, lse = masked_attention(qc.to(math_dtype), k.to(math_dtype), v.to(math_dtype), ctx.mask(i, j), scale)
+        return o.to(q.dtype), lse.float()
+
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    outs, lses = [], []
+    for i0 in range(0, Lq, rows):
+        qc = q[:, :, i0 : i0 + rows]
+        o, lse = torch.utils.checkpoint.checkpoint(chunk, qc, i0, use_reentrant=False) if needs_grad else chunk(qc, i0)
+        outs.append(o)
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
