@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# One device call: the GPU golden suite, then the seed timing. Results under $OUT.
-#   run(command="bash benchmarks/gpu_run.sh", carry=[".whl"])
+# One device call. Results under $OUT.
+#   run(command="bash benchmarks/gpu_run.sh golden", carry=[".whl"])            GPU golden suite
+#   run(command="bash benchmarks/gpu_run.sh ab", carry=[".whl", ".ab"])          A/B timing of .ab/* vs this tree
+#   run(command="bash benchmarks/gpu_run.sh bench [run.py args]", carry=[".whl"])  the benchmark table
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
-export PYTHONPATH=/tmp/site:$PWD PATTERNC_CACHE_DIR=/tmp/pc
+export PYTHONPATH=/tmp/site:$PWD PATTERNC_CACHE_DIR=/tmp/pc PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-{
-  echo "\$ python -m pytest tests/test_gpu.py -m gpu -s -q   # $(date -u +%FT%TZ)"
+what=$1; shift
+header() {
+  echo "\$ $*   # $(date -u +%FT%TZ)"
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"
-  timeout ${GOLDEN_S:-400} python3 -m pytest tests/test_gpu.py -m gpu -s -q -p no:cacheprovider 2>&1 | grep -v "^$"
-} > "$OUT/gpu-golden.txt" 2>&1
-tail -5 "$OUT/gpu-golden.txt"
-for d in ${BENCH_DIMS:-64}; do
-  echo "\$ python benchmarks/bench_seed.py --head-dim $d" > "$OUT/seed-d$d.txt"
-  timeout ${BENCH_S:-120} python3 benchmarks/bench_seed.py --head-dim $d >> "$OUT/seed-d$d.txt" 2>&1
-  cat "$OUT/seed-d$d.txt"
-done
+}
+case $what in
+  golden)
+    { header "python -m pytest tests/test_gpu.py -m gpu -q -rP -n 8"
+      timeout ${GOLDEN_S:-480} python3 -m pytest tests/test_gpu.py -m gpu -q -rP -n 8 -p no:cacheprovider "$@" 2>&1 \
+        | grep -E "^ok |passed|failed|Error|error|FAILED|assert" ; } > "$OUT/gpu-golden.txt" 2>&1
+    tail -25 "$OUT/gpu-golden.txt" ;;
+  ab)
+    versions=""
+    for d in .ab/*/; do versions="$versions --version $(basename $d)=$d"; done
+    timeout ${AB_S:-540} python3 benchmarks/ab.py $versions --version new=. --out "$OUT/ab.md" "$@" 2>&1 | tail -40 ;;
+  bench)
+    timeout ${BENCH_S:-540} python3 benchmarks/run.py --out "$OUT" "$@" 2>&1 | tail -60 ;;
+esac

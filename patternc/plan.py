@@ -82,9 +82,8 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
         fwd, bwd = TileConfig(64, 64, 4, 3), TileConfig(64, 64, 4, 2)
     options = options or {}
     shared = {k: v for k, v in options.items() if not k.startswith(("fwd_", "bwd_"))}
-    fwd = replace(fwd, **shared, **{k[4:]: v for k, v in options.items() if k.startswith("fwd_")})
-    bwd = replace(bwd, **shared, **{k[4:]: v for k, v in options.items() if k.startswith("bwd_")})
-    return fwd, bwd
+    return tuple(replace(cfg, **{**shared, **{k[4:]: v for k, v in options.items() if k.startswith(prefix)}})
+                 for cfg, prefix in ((fwd, "fwd_"), (bwd, "bwd_")))
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ PATTERNS = [
 
 # ------------------------------------------------------------ golden kernels
 def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.float32, block=(16, 16),
-             use_lse_grad=True, layout="bhld"):
+             use_lse_grad=True, layout="bhld", q_offset=None):
     """Forward + backward through attention_from and the float64 reference; assert closeness."""
     lk = lq if lk is None else lk
     hkv = hq if hkv is None else hkv
@@ -174,19 +174,19 @@ def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.flo
     q, k, v = make(hq, lq), make(hkv, lk), make(hkv, lk)
     scale = random.choice([None, 0.3])
     attn = patternc.attention_from(p, backend="kernels", **(dict(block_m=block[0], block_n=block[1]) if block else {}))
-    out, lse = attn(q, k, v, scale=scale, return_lse=True)
+    out, lse = attn(q, k, v, scale=scale, return_lse=True, q_offset=q_offset)
     d_out = torch.randn(out.shape, generator=gen).to(DEVICE, dtype)
     d_lse = torch.randn(lse.shape, generator=gen).to(DEVICE) if use_lse_grad else None
     grads = torch.autograd.grad((out, lse) if use_lse_grad else (out,), (q, k, v),
                                 (d_out, d_lse) if use_lse_grad else (d_out,))
 
-    mask = p.dense_mask(lq, lk, device=DEVICE)
+    mask = p.dense_mask(lq, lk, device=DEVICE, q_offset=q_offset)
     leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
     ref_out, ref_lse = dense_attention(*leaves, mask, d ** -0.5 if scale is None else scale)
     ref_grads = torch.autograd.grad((ref_out, ref_lse) if use_lse_grad else (ref_out,), leaves,
                                     (d_out.double(), d_lse.double()) if use_lse_grad else (d_out.double(),))
     tol = TOL[dtype]
-    where = f"{p} lq={lq} lk={lk} d={d} hq={hq} hkv={hkv} {dtype} blocks={block} seed={seed}"
+    where = f"{p} lq={lq} lk={lk} q_offset={q_offset} d={d} hq={hq} hkv={hkv} {dtype} blocks={block} seed={seed}"
     assert out.dtype == dtype and out.shape == q.shape and lse.dtype == torch.float32
     for name, got, ref in [("O", out, ref_out), ("dQ", grads[0], ref_grads[0]),
                            ("dK", grads[1], ref_grads[1]), ("dV", grads[2], ref_grads[2])]:

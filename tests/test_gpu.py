@@ -76,3 +76,11 @@ def test_offsets_beyond_int32():
     assert rel_err(out[:, h:, s:], ref) < 1e-2 and rel_err(dq[:, h:, s:], rdq) < 1e-2
     assert rel_err(dk[:, h:, s:], rdk[:, :, w - 1:]) < 1e-2 and rel_err(dv[:, h:, s:], rdv[:, :, w - 1:]) < 1e-2
     print(f"ok  int64 offsets: L={L} H={H} D={D}, last 512 rows of the last head match")
+
+
+@pytest.mark.parametrize("lq,q_offset", [(1, None), (16, None), (256, 1000)])
+def test_decode_steps_and_query_offsets(lq, q_offset):
+    """KV-cache decoding (default offset: the last queries meet the last keys) and an explicit
+    offset (a sequence-parallel shard), GQA, bf16."""
+    run_case("global(first, eos) + window(3) + random(2)", lq=lq, lk=4096, hq=8, hkv=2, d=128,
+             dtype=torch.bfloat16, block=None, q_offset=q_offset)

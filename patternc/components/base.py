@@ -90,8 +90,8 @@ class Band(Component):
 
     def attends(self, ctx, i, p, j):
         lo, hi = self.band()
-        d = j - p
-        return (d >= lo) & (d <= hi)
+        d = j - p  # |d| <= reach: clamped bounds fit int32 (to_flex's mask_mod is compiled to Triton)
+        return (d >= max(lo, -ctx.reach)) & (d <= min(hi, ctx.reach))
 
     def candidates(self, grid):
         lo, hi = self.band()

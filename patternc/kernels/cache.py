@@ -95,12 +95,14 @@ def _triton_mode(interpret: bool) -> None:
     functions of ``tl.max`` ...) are compiled or interpreted from the moment triton is imported,
     so the first kernel use in a process decides: interpreted kernels import Triton with its
     interpreter on, and a process cannot use both modes."""
-    if "triton" not in sys.modules:
-        if interpret:
-            os.environ["TRITON_INTERPRET"] = "1"
-        import triton  # noqa: F401
-    from triton.language.standard import cdiv
-    from triton.runtime.interpreter import InterpretedFunction
+    if "triton" not in sys.modules and interpret:
+        os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        from triton.language.standard import cdiv
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError as exc:
+        raise PatterncError(f"the kernels need Triton, which is not available ({exc}); CPU tensors can use "
+                            "backend='reference'") from None
 
     if isinstance(cdiv, InterpretedFunction) != interpret:
         raise PatterncError(

@@ -12,7 +12,7 @@ import threading
 
 import torch
 
-from ..errors import PatterncError
+from ..kernels import cache
 from ..plan import KernelPlan
 
 LOG2E = 1.4426950408889634
@@ -31,11 +31,6 @@ def _strides(prefix: str, t: torch.Tensor, dims: str) -> dict:
 
 def _kernels(plan: KernelPlan):
     """(static kernels module, the plan's mask function), in the plan's mode."""
-    try:
-        from ..kernels import cache
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise PatterncError(f"the kernels need Triton, which is not available ({exc}); CPU tensors can use "
-                            "backend='reference'") from None
     return cache.kernels(plan.interpret), cache.mask_function(plan.source, plan.interpret)
 
 
@@ -47,9 +42,7 @@ def _launching(plan: KernelPlan, device: torch.device):
         with torch.cuda.device(device):
             yield
         return
-    from ..kernels.cache import interpreting
-
-    with _INTERPRETER, interpreting(True):
+    with _INTERPRETER, cache.interpreting(True):
         yield
 
 

@@ -1,0 +1,225 @@
+"""The architecture's promises: one-way imports, no Triton at import, the interpreter chosen
+per call, codegen and plan units, and the explicit query offset end to end."""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import torch
+
+import patternc
+from helpers import PATTERNS, block_classes, dense_attention, rel_err, run_case
+from patternc.kernels import emit
+from patternc.plan import KernelPlan, choose_tiles, plan_for
+
+PACKAGE = Path(patternc.__file__).parent
+REPO = PACKAGE.parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_nodes(tree):
+    """Every node, except those under ``if TYPE_CHECKING:`` (annotations only, never run)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _imports(path: Path):
+    """(module imported, names) of every run-time import in a module, as absolute names."""
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, ()
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            yield target, tuple(a.name for a in node.names)
+
+
+def _graph():
+    graph = nx.DiGraph()
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py") if p.name != "flash.py"}
+    for name, path in modules.items():
+        graph.add_node(name)
+        for target, names in _imports(path):
+            if not target.startswith("patternc"):
+                continue
+            # `from .pkg import module` imports a module; `from .pkg import name` the package
+            subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
+            for dep in subs or [target]:
+                if dep != name:
+                    graph.add_edge(name, dep)
+    return graph, modules
+
+
+def test_imports_flow_one_way_and_nothing_imports_the_package_root():
+    graph, _ = _graph()
+    assert nx.is_directed_acyclic_graph(graph), nx.find_cycle(graph)
+    assert not [m for m in graph.predecessors("patternc") if m != "patternc.__main__"]
+    packages = nx.DiGraph((a.split(".")[1], b.split(".")[1]) for a, b in graph.edges
+                          if a.count(".") and b.count(".") and a.split(".")[1] != b.split(".")[1])
+    assert nx.is_directed_acyclic_graph(packages), nx.find_cycle(packages)
+
+
+def test_only_kernel_code_imports_triton_and_lang_is_free_of_it():
+    _, modules = _graph()
+    importers = {name for name, path in modules.items() for target, _ in _imports(path) if target.startswith("triton")}
+    assert importers <= {"patternc.kernels.cache"}, importers
+
+
+def _python(code: str, **env):
+    full = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    full.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=300)
+
+
+def test_import_and_reference_path_work_without_triton():
+    code = ("import sys; sys.modules['triton'] = None\n"  # `import triton` now raises ImportError
+            "import torch, patternc\n"
+            "q = torch.randn(1, 2, 40, 8)\n"
+            "out = patternc.attention_from('global(first) + window(5)')(q, q, q)\n"
+            "print(out.shape, patternc.parse('causal').layout(64, block_m=16, block_n=16).num_listed)\n"
+            "try:\n"
+            "    patternc.attention_from('causal', backend='kernels')(q, q, q)\n"
+            "except patternc.PatterncError as e:\n"
+            "    print('clear error:', e)\n")
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert "torch.Size([1, 2, 40, 8]) 10" in result.stdout and "clear error: the kernels need Triton" in result.stdout
+
+
+def test_check_on_cpu_in_a_fresh_shell():
+    """Regression: `check --device cpu` without TRITON_INTERPRET set beforehand."""
+    result = subprocess.run([sys.executable, "-m", "patternc", "check", "-e", "window(3)", "--seq-len", "64",
+                             "--device", "cpu", "--head-dim", "16", "--seed", "1"],
+                            capture_output=True, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(" yes") == 4
+
+
+def test_mixing_modes_in_one_process_is_a_clear_error():
+    code = ("import triton, torch, patternc\n"  # triton imported compiled, then CPU kernels asked for
+            "q = torch.randn(1, 1, 32, 16)\n"
+            "try:\n"
+            "    patternc.attention_from('causal', backend='kernels')(q, q, q)\n"
+            "except patternc.PatterncError as e:\n"
+            "    print('clear error:', e)\n")
+    result = _python(code)
+    assert result.returncode == 0 and "clear error: CPU tensors need Triton's interpreter" in result.stdout, result
+
+
+# ------------------------------------------------------------------------ codegen
+def test_codegen_guards_each_top_level_term_by_its_tag_bit():
+    root = patternc.parse("global(first, eos) + window(3) + random(2)").optimized
+    src = emit.generate(root)
+    assert [f"if (TAGS & {1 << t}) != 0:" in src.text for t in range(3)] == [True] * 3
+    atom = emit.generate(patternc.parse("window(5)").optimized)
+    assert "TAGS &" not in atom.text and "return m" in atom.text
+    compile(src.text, "<generated>", "exec")
+
+
+@pytest.mark.parametrize("text", PATTERNS)
+def test_params_fill_exactly_the_slots_the_code_reads(text):
+    p = patternc.parse(text)
+    ctx = p.resolve(70, 50, optimized=True)
+    src = emit.generate(ctx.root)
+    values = emit.params(ctx)
+    reads = {int(x) for x in __import__("re").findall(r"tl\.load\(PARAMS \+ (\d+)\)", src.text)}
+    assert reads == set(range(src.scalars)) and values.dtype == torch.int32
+    assert emit.params(ctx) is not values and torch.equal(emit.params(ctx), values)  # fresh, never shared
+
+
+def test_values_never_reach_the_source():
+    a = emit.generate(patternc.parse("global(7:9) + window(left=123, right=45) & causal").optimized)
+    b = emit.generate(patternc.parse("global(1:2) + window(left=999, right=0) & causal").optimized)
+    assert a.text == b.text and "123" not in a.text and "999" not in a.text
+
+
+# --------------------------------------------------------------------------- plan
+def test_tile_options_apply_to_both_passes_and_prefixed_ones_to_one():
+    fwd, bwd = choose_tiles("cuda", torch.bfloat16, 64, {"block_n": 32, "bwd_block_m": 128, "fwd_num_warps": 8})
+    assert (fwd.block_m, fwd.block_n, fwd.num_warps) == (64, 32, 8)
+    assert (bwd.block_m, bwd.block_n, bwd.num_warps) == (128, 32, 4)
+
+
+def test_plan_layouts_are_at_the_kernel_tiles():
+    plan = plan_for(patternc.parse("window(left=40, right=0)"), 100, 100, None, torch.device("cpu"),
+                    torch.float32, 32, {"fwd_block_m": 32, "bwd_block_n": 16, "block_n": 32})
+    assert isinstance(plan, KernelPlan) and plan.q_offset == 0 and plan.interpret
+    assert (plan.fwd_layout.block_m, plan.fwd_layout.block_n) == (plan.fwd.block_m, plan.fwd.block_n) == (32, 32)
+    assert (plan.bwd_layout.block_m, plan.bwd_layout.block_n) == (plan.bwd.block_m, plan.bwd.block_n) == (32, 16)
+    assert "forward  32x32 tiles" in str(plan)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(q_len=2**30, kv_len=2**30, q_offset=None), "int32 positions"),
+    (dict(q_len=64, kv_len=64, q_offset=2**31 - 100), "int32 positions"),
+])
+def test_plan_refuses_lengths_the_kernels_cannot_index(kwargs, message):
+    with pytest.raises(patternc.PatterncError, match=message):
+        plan_for(patternc.parse("causal"), device=torch.device("cuda"), dtype=torch.float16, head_dim=64, **kwargs)
+
+
+def test_bf16_on_the_interpreter_is_refused():
+    q = torch.randn(1, 1, 16, 16, dtype=torch.bfloat16)
+    with pytest.raises(patternc.PatterncError, match="bfloat16 kernels cannot run on the CPU"):
+        patternc.attention_from("causal", backend="kernels")(q, q, q)
+
+
+# ------------------------------------------------------------------ query offset
+@pytest.mark.parametrize("text", PATTERNS)
+def test_a_query_attends_the_same_keys_in_a_full_pass_and_a_decode_step(text):
+    p = patternc.parse(text)
+    lk = 70
+    try:
+        full = p.dense_mask(lk, lk)
+    except patternc.PatterncError:  # a global index out of range for these lengths
+        return
+    for lq in (1, 16, 33):
+        assert torch.equal(p.dense_mask(lq, lk), full[lk - lq:])
+    for offset, lq in ((0, 10), (17, 9), (60, 10)):
+        assert torch.equal(p.dense_mask(lq, lk, q_offset=offset), full[offset:offset + lq])
+
+
+@pytest.mark.parametrize("text", PATTERNS)
+def test_layouts_with_a_query_offset_are_exact(text):
+    p = patternc.parse(text)
+    for lq, lk, offset in ((20, 70, 3), (33, 40, -5), (9, 50, 45)):
+        try:
+            mask = p.dense_mask(lq, lk, q_offset=offset)
+        except patternc.PatterncError:
+            continue
+        lay = p.layout(lq, lk, 8, 16, q_offset=offset)
+        assert torch.equal(lay.to_dense(), block_classes(mask, 8, 16)), (text, lq, lk, offset)
+
+
+@pytest.mark.parametrize("q_offset", [0, 13, 41])
+def test_kernels_honour_an_explicit_query_offset(q_offset):
+    run_case("global(first) + window(left=6, right=2) + random(2, block=8)", lq=24, lk=70, q_offset=q_offset)
+
+
+def test_decode_steps_match_the_full_forward():
+    p = "global(first, eos) + window(5) + random(2, block=8)"
+    attn = patternc.attention_from(p, backend="kernels", block_m=16, block_n=16)
+    q, k, v = (torch.randn(1, 2, 70, 16) for _ in range(3))
+    full = attn(q, k, v)
+    for lo, hi in ((69, 70), (54, 70), (10, 26)):
+        step = attn(q[:, :, lo:hi], k, v, q_offset=lo)
+        assert rel_err(step, full[:, :, lo:hi]) < 1e-5
+    ref, _ = dense_attention(q, k, v, patternc.parse(p).dense_mask(70, 70), 16 ** -0.5)
+    assert rel_err(full, ref) < 1e-5
