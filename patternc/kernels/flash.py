@@ -61,10 +61,12 @@ def _tile(X, start, LEN, stride_m, stride_d, HEAD_DIM: tl.constexpr, D_PAD: tl.c
     row_ok = (start + r) < LEN
     d_ok = d < HEAD_DIM
     if TRANS:
-        return tl.load(X + rows[None, :] * stride_m + d[:, None] * stride_d, mask=row_ok[None, :] & d_ok[:, None],
-                       other=0.0)
-    return tl.load(X + rows[:, None] * stride_m + d[None, :] * stride_d, mask=row_ok[:, None] & d_ok[None, :],
-                   other=0.0)
+        ptrs = X + rows[None, :] * stride_m + d[:, None] * stride_d
+        ok = row_ok[None, :] & d_ok[:, None]
+    else:
+        ptrs = X + rows[:, None] * stride_m + d[None, :] * stride_d
+        ok = row_ok[:, None] & d_ok[None, :]
+    return tl.load(ptrs, mask=ok, other=0.0)  # one return: Triton wants one return type
 
 
 @triton.jit
