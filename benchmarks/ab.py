@@ -76,12 +76,15 @@ def flex_times(root, rows):
     for name, n in rows:
         text, b, hq, hkv, d = ROWS[name]
         q, k, v, do = inputs(b, hq, hkv, n, d)
-        mask = create_block_mask(patternc.parse(text).to_flex(n, n), None, None, n, n, device="cuda")
-        fn = lambda: flex(q, k, v, block_mask=mask, enable_gqa=hq != hkv)  # noqa: E731
-        ref = patternc.attention_from(text)(q, k, v).float()
-        err = ((fn().float() - ref).norm() / ref.norm()).item()
-        out[(name, n)] = (*time_pair(fn, do, (q, k, v)), err)
-        del q, k, v, do, mask
+        try:
+            mask = create_block_mask(patternc.parse(text).to_flex(n, n), None, None, n, n, device="cuda")
+            fn = lambda: flex(q, k, v, block_mask=mask, enable_gqa=hq != hkv)  # noqa: E731
+            ref = patternc.attention_from(text)(q, k, v).float()
+            err = ((fn().float() - ref).norm() / ref.norm()).item()
+            out[(name, n)] = (*time_pair(fn, do, (q, k, v)), err)
+        except Exception as exc:  # the versions' numbers still print
+            print(f"flex {name} {n}: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
+        del q, k, v, do
         torch.cuda.empty_cache()
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -38,12 +39,9 @@ class GlobalValues:
     prefix: torch.Tensor  # int64 [kv_len + 1]: number of global keys below x
 
     def member(self, x: torch.Tensor) -> torch.Tensor:
-        """Bool: position ``x`` is in the set (False outside ``[0, kv_len)``)."""
-        prefix = self.prefix.to(x.device)
-        n = prefix.numel() - 1
-        inside = (x >= 0) & (x < n)
-        xc = x.clamp(0, max(n - 1, 0))
-        return inside & (prefix[xc + 1] > prefix[xc])
+        """Bool: position ``x`` is in the set. Plain compares with the interval bounds: the
+        predicate also runs under vmap and inside FlexAttention's compiled kernels (to_flex)."""
+        return functools.reduce(torch.logical_or, ((x >= lo) & (x < hi) for lo, hi in self.intervals))
 
 
 @dataclass(frozen=True)

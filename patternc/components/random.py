@@ -19,6 +19,7 @@ from .base import Component, tile_state
 _M64 = (1 << 64) - 1
 _GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _CHUNK = 1 << 22  # table entries looked at once when classifying tiles
+HIT_LIMIT = 1 << 24  # largest boolean (row, key block) table kept for the predicate
 
 
 def _signed(x: int) -> int:
@@ -83,6 +84,7 @@ class RandomValues:
     table: torch.Tensor  # int64 [position blocks, k], rows sorted
     first: int  # position block of row 0
     block: int
+    hit: torch.Tensor | None  # bool [position blocks, key blocks], when small enough (HIT_LIMIT)
 
     def rows(self, p: torch.Tensor) -> torch.Tensor:
         """Table row of each query position (clamped into the table)."""
@@ -118,15 +120,20 @@ class Random(Component):
     def resolve(self, ctx):
         first = ctx.q_offset // self.block
         last = (ctx.q_offset + ctx.q_len - 1) // self.block
-        table = random_blocks(self.seed, last - first + 1, self.key_blocks(ctx.kv_len), self.count, first=first)
-        return RandomValues(table, first, self.block)
+        nkb = self.key_blocks(ctx.kv_len)
+        table = random_blocks(self.seed, last - first + 1, nkb, self.count, first=first)
+        hit = None
+        if table.shape[0] * nkb <= HIT_LIMIT:
+            hit = torch.zeros(table.shape[0], nkb, dtype=torch.bool).scatter_(1, table, True)
+        return RandomValues(table, first, self.block, hit)
 
     def attends(self, ctx, i, p, j):
         r = ctx.values(self)
-        table = r.table.to(p.device)
-        rows = table[r.rows(p)]  # [..., k]
-        col = j // self.block  # no in-place updates: the predicate also runs under vmap (to_flex)
-        return functools.reduce(torch.logical_or, (rows[..., t] == col for t in range(table.shape[1])), j < 0)
+        col = j // self.block
+        if r.hit is not None:  # one lookup: also runs under vmap and in FlexAttention's kernels (to_flex)
+            return r.hit.to(p.device)[r.rows(p), col.clamp(0, r.hit.shape[1] - 1)]
+        rows = r.table.to(p.device)[r.rows(p)]  # [..., k]
+        return functools.reduce(torch.logical_or, (rows[..., t] == col for t in range(rows.shape[-1])))
 
     def candidates(self, grid):
         r = grid.ctx.values(self)
