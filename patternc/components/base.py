@@ -89,9 +89,8 @@ class Band(Component):
     tiles classify in O(1) and bands combine into bands (`patternc.optimize`)."""
 
     def attends(self, ctx, i, p, j):
-        lo, hi = self.band()
-        d = j - p  # |d| <= reach: clamped bounds fit int32 (to_flex's mask_mod is compiled to Triton)
-        return (d >= max(lo, -ctx.reach)) & (d <= min(hi, ctx.reach))
+        lo, hi = self.band()  # |j - p| <= reach: clamped, the bounds fit int32 (to_flex compiles to Triton)
+        return (j >= p + max(lo, -ctx.reach)) & (j <= p + min(hi, ctx.reach))
 
     def candidates(self, grid):
         lo, hi = self.band()

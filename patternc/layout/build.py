@@ -58,13 +58,8 @@ class Grid:
     # ---- enumerate / classify
     def enumerate(self, node: Node) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(node, Union):
-            parts = [self.enumerate(t) for t in node.terms]
-            ids, inverse = torch.unique(torch.cat([p[0] for p in parts]), return_inverse=True)
-            states = torch.cat([p[1] for p in parts])
-            full = torch.zeros(ids.numel(), dtype=torch.bool).index_put_((inverse,), states == FULL, accumulate=True)
-            npart = torch.zeros(ids.numel(), dtype=torch.int64).index_add_(0, inverse, (states == PARTIAL).long())
-            out = torch.where(full, FULL, torch.where(npart == 1, PARTIAL, _AMBIGUOUS)).to(torch.int8)
-            return ids, self.resolve(node, ids, out)
+            ids, states, _ = self.union(node)
+            return ids, states
         if isinstance(node, Intersect):
             first, *rest = sorted(node.terms, key=self.estimate)
             ids, states = self.enumerate(first)
@@ -77,6 +72,19 @@ class Grid:
         states = self.classify(node, ids)
         keep = states != EMPTY
         return ids[keep], states[keep]
+
+    def union(self, node: Union):
+        """``enumerate`` of a union, plus each tile's tag: bit t set when term t is partial on it."""
+        parts = [self.enumerate(t) for t in node.terms]
+        ids, inverse = torch.unique(torch.cat([p[0] for p in parts]), return_inverse=True)
+        states = torch.cat([p[1] for p in parts])
+        full = torch.zeros(ids.numel(), dtype=torch.bool).index_put_((inverse,), states == FULL, accumulate=True)
+        npart = torch.zeros(ids.numel(), dtype=torch.int64).index_add_(0, inverse, (states == PARTIAL).long())
+        out = torch.where(full, FULL, torch.where(npart == 1, PARTIAL, _AMBIGUOUS)).to(torch.int8)
+        term = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([p[0].numel() for p in parts]))
+        bits = torch.where((states == PARTIAL) & (term < _TAG_BITS), 1 << term.clamp(max=_TAG_BITS - 1), 0)
+        tags = torch.zeros(ids.numel(), dtype=torch.int64).index_add_(0, inverse, bits)  # distinct bits: sum = or
+        return ids, self.resolve(node, ids, out), tags.to(torch.int32)
 
     def classify(self, node: Node, ids: torch.Tensor) -> torch.Tensor:
         if isinstance(node, (Union, Intersect)):
@@ -127,27 +135,30 @@ class Grid:
     def count_pairs(self, node, qb, kb) -> int:
         return sum(int(attends.sum()) for attends, _ in self.tile_masks(node, qb * self.nk + kb))
 
-    def tags(self, root: Node, ids: torch.Tensor) -> torch.Tensor:
-        """Per partial tile, bit t set when top-level term t is partial on it (int32)."""
-        terms = top_terms(root)
-        if len(terms) == 1:
-            return torch.ones(ids.numel(), dtype=torch.int32)
-        out = torch.zeros(ids.numel(), dtype=torch.int32)
-        for t, term in enumerate(terms[:_TAG_BITS]):
-            out |= (self.classify(term, ids) == PARTIAL).to(torch.int32) << t
-        return out
+    def enumerate_root(self, root: Node):
+        """``enumerate(root)`` and the tags of its tiles (meaningful on partial tiles): bit t set
+        when top-level term t is partial there (kernels evaluate only those terms)."""
+        if isinstance(root, Union):
+            return self.union(root)
+        ids, states = self.enumerate(root)
+        tags = torch.ones(ids.numel(), dtype=torch.int32)
+        if isinstance(root, Intersect):  # an intersection's tile is partial in its partial terms
+            tags = torch.zeros(ids.numel(), dtype=torch.int32)
+            for t, term in enumerate(top_terms(root)[:_TAG_BITS]):
+                tags |= (self.classify(term, ids) == PARTIAL).to(torch.int32) << t
+        return ids, states, tags
 
 
 def build_layout(ctx: Resolved, block_m: int, block_n: int) -> BlockLayout:
     """The exact layout of ``ctx.root`` (an optimized tree) at ``ctx``'s lengths."""
     grid = Grid(ctx, block_m, block_n)
-    ids, states = grid.enumerate(ctx.root)
+    ids, states, all_tags = grid.enumerate_root(ctx.root)
     qb, kb = grid.split(ids)
     csrs = {}
     for name, state in (("full", FULL), ("partial", PARTIAL)):
         sel = states == state
         q, k = qb[sel], kb[sel]
-        tags = grid.tags(ctx.root, ids[sel]) if state == PARTIAL else None
+        tags = all_tags[sel] if state == PARTIAL else None
         csrs[name] = CSR.from_pairs(q, k, grid.nq, tags)  # ids are sorted: by qb, then kb
         order = torch.argsort(k * grid.nq + q)
         csrs[name + "_t"] = CSR.from_pairs(k[order], q[order], grid.nk, None if tags is None else tags[order])
