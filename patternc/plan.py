@@ -127,7 +127,7 @@ class KernelPlan:
 def plan_for(pattern: Pattern, q_len: int, kv_len: int, q_offset: int | None, device: torch.device,
              dtype: torch.dtype, head_dim: int, options: Options | None = None) -> KernelPlan:
     """The plan for these shapes (from the one bounded cache, else built)."""
-    q_offset = kv_len - q_len if q_offset is None else q_offset
+    q_offset = pattern.resolve(q_len, kv_len, q_offset).q_offset  # the one place that defaults it
     return _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, tuple(sorted((options or {}).items())))
 
 
