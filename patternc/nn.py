@@ -5,22 +5,24 @@ Where each call runs (chosen per call, from the tensors and the ``backend`` opti
 - CPU tensors: the same kernels in Triton's interpreter with ``backend="kernels"`` (or when
   ``TRITON_INTERPRET=1`` is set at call time), else `chunked_attention`, a dense masked
   reference over query chunks with bounded memory.
+
+The work happens in one custom operator (`patternc.ops.op`), so the module runs inside
+``torch.compile(model, fullgraph=True)`` without a graph break.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import os
 
 import torch
 
 from .errors import PatterncError, require_int
 from .inputs import check_inputs
 from .lang import as_pattern
-from .ops.autograd import SparseFlashAttention
+from .ops import op
 from .pattern import Pattern
-from .plan import Options, check_options, plan_for
-from .reference import chunked_attention
+from .plan import Options, check_options
 
 BACKENDS = ("auto", "kernels", "reference")
 
@@ -44,6 +46,12 @@ class PatternAttention(torch.nn.Module):
         self.pattern = pattern
         self.backend = backend
         self.options: Options = options
+        self._text = op.register(pattern)  # what the operator takes (plain strings trace well)
+        self._options = json.dumps(options, sort_keys=True)
+
+    def __setstate__(self, state):  # unpickled: register the pattern in this process too
+        super().__setstate__(state)
+        op.register(self.pattern)
 
     def extra_repr(self) -> str:
         return f"pattern={str(self.pattern)!r}"
@@ -55,18 +63,8 @@ class PatternAttention(torch.nn.Module):
         if q.numel() == 0:
             o = q.new_zeros(q.shape).requires_grad_(q.requires_grad)
             return (o, q.new_full(q.shape[:3], -math.inf, dtype=torch.float32)) if return_lse else o
-        if self._use_kernels(q):
-            plan = plan_for(self.pattern, q.shape[2], k.shape[2], q_offset, q.device, q.dtype, q.shape[3], self.options)
-            o, lse = SparseFlashAttention.apply(q, k, v, scale, plan)
-        else:
-            ctx = self.pattern.resolve(q.shape[2], k.shape[2], q_offset)
-            o, lse = chunked_attention(q, k, v, ctx, scale)
+        o, lse = torch.ops.patternc.attention(q, k, v, self._text, scale, q_offset, self.backend, self._options)
         return (o, lse) if return_lse else o
-
-    def _use_kernels(self, q) -> bool:
-        if self.backend != "auto":
-            return self.backend == "kernels"
-        return q.is_cuda or os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes")
 
 
 def attention_from(pattern, backend: str = "auto", **options) -> PatternAttention:

@@ -73,3 +73,33 @@ def chunked_attention(q, k, v, ctx: Resolved, scale: float, budget: int = 1 << 2
         outs.append(o)
         lses.append(lse)
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+def chunked_attention_backward(q, k, v, o, lse, do, dlse, ctx: Resolved, scale: float, budget: int = 1 << 24):
+    """Gradients ``(dq, dk, dv)`` of `chunked_attention` from its outputs, chunk by chunk (the
+    FlashAttention-2 backward in torch: P = exp(S - LSE), dS = P * (dP - delta))."""
+    B, H, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    math_dtype = torch.float32 if q.dtype != torch.float64 else torch.float64
+    ke, ve = (_expand_kv(q, t).to(math_dtype) for t in (k, v))
+    delta = (do.to(math_dtype) * o.to(math_dtype)).sum(-1)
+    if dlse is not None:
+        delta = delta - dlse.to(math_dtype)
+    lse = torch.where(torch.isinf(lse), math.inf, lse).to(math_dtype)  # rows with no keys: P = 0
+    dq = torch.empty(q.shape, dtype=math_dtype, device=q.device)
+    dk, dv = torch.zeros_like(ke), torch.zeros_like(ve)
+    rows = max(1, budget // max(1, B * H * Lk))
+    j = torch.arange(Lk, device=q.device).unsqueeze(0)
+    for i0 in range(0, Lq, rows):
+        sl = slice(i0, i0 + rows)
+        qc, doc = q[:, :, sl].to(math_dtype), do[:, :, sl].to(math_dtype)
+        i = torch.arange(i0, i0 + qc.shape[2], device=q.device).unsqueeze(1)
+        s = (qc @ ke.transpose(-1, -2) * scale).masked_fill(~ctx.mask(i, j), -math.inf)
+        p = torch.exp(s - lse[:, :, sl, None])
+        ds = p * (doc @ ve.transpose(-1, -2) - delta[:, :, sl, None])
+        dq[:, :, sl] = ds @ ke * scale
+        dk += ds.transpose(-1, -2) @ qc * scale
+        dv += p.transpose(-1, -2) @ doc
+    group = H // Hkv
+    dk, dv = (t.view(B, Hkv, group, Lk, D).sum(2) for t in (dk, dv))
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)

@@ -1,8 +1,11 @@
 """Test setup: kernel sources go to a fresh cache directory per session, and kernel outputs
 are allocated NaN-filled (so an element the kernels never write fails every comparison).
 
-Nothing here enables Triton's interpreter: tests that run kernels on the CPU ask for them per
-call (``attention_from(..., backend="kernels")``), as users do.
+Without a GPU, Triton is put in interpreter mode for the whole test process. patternc itself
+chooses the interpreter per call, but Triton's own helpers are compiled-or-interpreted from
+the moment `triton` is imported, and torch's compile and test utilities import it early; a
+CPU-only user who mixes them does the same (README). The fresh-process behaviour, without
+the variable, is tested in subprocesses (tests/test_pipeline.py).
 """
 
 import math
@@ -12,6 +15,8 @@ import tempfile
 import pytest
 import torch
 
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("PATTERNC_CACHE_DIR", tempfile.mkdtemp(prefix="patternc-test-cache-"))
 
 

@@ -1,2 +1,2 @@
-"""Running a `KernelPlan`: kernel launches with keyword arguments (`launch`) and the autograd
-Function (`autograd`)."""
+"""Running a `KernelPlan`: kernel launches with keyword arguments (`launch`) and the custom
+operators with their autograd and fake implementations (`op`)."""

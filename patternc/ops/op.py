@@ -1,0 +1,102 @@
+"""patternc attention as PyTorch custom operators, so `torch.compile` sees one opaque op.
+
+``torch.ops.patternc.attention(q, k, v, pattern, scale, q_offset, backend, options)`` returns
+``(out, lse)``; its backward is ``torch.ops.patternc.attention_backward``. Both take the
+pattern as its canonical text and the tile options as JSON, and find their `KernelPlan` in
+the plan cache at run time: nothing shape-specific is baked into a compiled graph, so a new
+sequence length of a seen pattern reuses the graph (after at most one recompilation, when
+the length becomes a dynamic dimension). Fake (meta) implementations give the output shapes.
+
+Where an op runs (decided inside it, per call): CUDA tensors → the Triton kernels; CPU
+tensors → the kernels in Triton's interpreter with ``backend="kernels"`` (or when
+``TRITON_INTERPRET=1`` is set), else the chunked dense reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+
+import torch
+
+from ..lang import parse
+from ..pattern import Pattern
+from ..plan import plan_for
+from ..reference import chunked_attention, chunked_attention_backward
+from . import launch
+
+_PATTERNS: weakref.WeakValueDictionary[str, Pattern] = weakref.WeakValueDictionary()
+
+
+def register(pattern: Pattern) -> str:
+    """The text the ops take for ``pattern``; the object itself is kept (weakly) so that
+    errors found at run time still point into the user's own text."""
+    text = str(pattern)
+    _PATTERNS.setdefault(text, pattern)
+    return text
+
+
+def _pattern(text: str) -> Pattern:
+    pattern = _PATTERNS.get(text)
+    return pattern if pattern is not None else parse(text)
+
+
+def _use_kernels(q: torch.Tensor, backend: str) -> bool:
+    if backend != "auto":
+        return backend == "kernels"
+    return q.is_cuda or os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes")
+
+
+def _plan(q, k, pattern: str, q_offset, options: str):
+    return plan_for(_pattern(pattern), q.shape[2], k.shape[2], q_offset, q.device, q.dtype, q.shape[3],
+                    json.loads(options))
+
+
+@torch.library.custom_op("patternc::attention", mutates_args=())
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str, scale: float,
+              q_offset: int | None, backend: str, options: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out [B, Hq, Lq, D], natural-log lse [B, Hq, Lq] float32)``."""
+    if _use_kernels(q, backend):
+        return launch.forward(_plan(q, k, pattern, q_offset, options), q, k, v, scale)
+    ctx = _pattern(pattern).resolve(q.shape[2], k.shape[2], q_offset)
+    return chunked_attention(q, k, v, ctx, scale)
+
+
+@attention.register_fake
+def _(q, k, v, pattern, scale, q_offset, backend, options):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
+@torch.library.custom_op("patternc::attention_backward", mutates_args=())
+def attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+                       do: torch.Tensor, dlse: torch.Tensor | None, pattern: str, scale: float,
+                       q_offset: int | None, backend: str, options: str
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv)``; dk and dv summed over each GQA group."""
+    if _use_kernels(q, backend):
+        return launch.backward(_plan(q, k, pattern, q_offset, options), q, k, v, o, lse, do, dlse, scale)
+    ctx = _pattern(pattern).resolve(q.shape[2], k.shape[2], q_offset)
+    return chunked_attention_backward(q, k, v, o, lse, do, dlse, ctx, scale)
+
+
+@attention_backward.register_fake
+def _(q, k, v, o, lse, do, dlse, pattern, scale, q_offset, backend, options):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, *args = inputs
+    ctx.save_for_backward(q, k, v, *output)
+    ctx.args = args
+
+
+def _backward(ctx, do, dlse):
+    q, k, v, o, lse = ctx.saved_tensors
+    do = torch.zeros_like(o) if do is None else do
+    dlse = None if dlse is None else dlse.contiguous()  # the kernels index it as a packed [B, H, Lq] array
+    dq, dk, dv = attention_backward(q, k, v, o, lse, do, dlse, *ctx.args)
+    return dq, dk, dv, None, None, None, None, None
+
+
+attention.register_autograd(_backward, setup_context=_setup_context)
