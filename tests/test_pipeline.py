@@ -223,3 +223,35 @@ def test_decode_steps_match_the_full_forward():
         assert rel_err(step, full[:, :, lo:hi]) < 1e-5
     ref, _ = dense_attention(q, k, v, patternc.parse(p).dense_mask(70, 70), 16 ** -0.5)
     assert rel_err(full, ref) < 1e-5
+
+
+def test_concurrent_calls_on_the_interpreter_are_safe():
+    """Two threads calling one module in Triton's interpreter (which is not thread-safe)."""
+    import threading
+
+    attn = patternc.attention_from("global(first) + window(5)", backend="kernels", block_m=16, block_n=16)
+    inputs = [tuple(torch.randn(1, 2, 48, 16) for _ in range(3)) for _ in range(4)]
+    expected = [attn(*x) for x in inputs]
+    results, errors = [None] * 4, []
+
+    def work(n):
+        try:
+            results[n] = attn(*inputs[n])
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and all(torch.equal(r, e) for r, e in zip(results, expected))
+
+
+@pytest.mark.parametrize("d", [0, 257])
+def test_head_dims_out_of_range_are_clear_errors_on_every_path(d):
+    q = torch.randn(1, 1, 8, d)
+    for call in (lambda: patternc.attention_from("causal")(q, q, q),
+                 lambda: patternc.reference_attention(q, q, q, "causal")):
+        with pytest.raises(patternc.PatterncError, match=f"q has head dim {d}; head dims from 1 to 256"):
+            call()
