@@ -1,0 +1,1 @@
+"""Integrations with other libraries (imported on demand: patternc does not depend on them)."""
