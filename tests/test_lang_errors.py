@@ -190,3 +190,22 @@ def test_load_missing_file(tmp_path):
     bad.write_bytes(b"window(3) # \xff\n")
     with pytest.raises(PatterncError, match="latin1.attn"):
         patternc.load(bad)
+
+
+def test_definitions_used_twice_cannot_blow_up():
+    """Each definition uses the previous one twice: the tree doubles per line. Refused at the
+    first line past the limit, quickly, instead of hashing and printing an exponential tree."""
+    import time
+
+    from patternc.lang.check import MAX_NODES
+
+    lines = ["a0 = window(3) + global(0)"] + [f"a{i} = (a{i - 1} & causal) + (a{i - 1} & window({2 * i + 1}))"
+                                              for i in range(1, 40)] + ["a39"]
+    start = time.perf_counter()
+    with pytest.raises(PatterncError, match=f"pattern too large: .* \\(limit {MAX_NODES}\\)") as info:
+        parse("\n".join(lines))
+    assert time.perf_counter() - start < 5
+    # nodes of a_i: s_0 = 3 (two components and a union), s_i = 2 s_(i-1) + 5 = 8 * 2**i - 5
+    first_too_big = next(i for i in range(40) if 8 * 2**i - 5 > MAX_NODES)
+    assert info.value.line == first_too_big + 1 and f"{8 * 2**first_too_big - 5} components" in str(info.value)
+    assert len(str(parse("\n".join(lines[:9] + ["a8"])))) > 10_000  # below the limit: fine

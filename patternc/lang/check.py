@@ -16,6 +16,7 @@ from ..source import Span
 from . import ast
 
 INT_LIMIT = 2**31 - 1  # every number must fit the kernels' int32 arithmetic
+MAX_NODES = 4096  # components and operators in a pattern, definitions expanded where used
 RESERVED = {word for c in REGISTRY.values() for word in c.words}  # argument words: first, last, eos
 
 
@@ -65,6 +66,10 @@ class _Checker:
     def __init__(self, program: ast.Program):
         self.source = program.source
         self.names: dict[str, tuple[Node, ast.Define]] = {}
+        self.sizes: dict[int, int] = {}  # id(node) -> nodes of its tree with definitions expanded
+
+    def size(self, node: Node) -> int:
+        return self.sizes.get(id(node), 1)
 
     def error(self, message: str, span: Span) -> PatterncError:
         return PatterncError(message, source=self.source, span=span)
@@ -113,8 +118,16 @@ class _Checker:
                     stack += [node.right, node.left]
                 else:
                     terms.append(self.expr(node))
+            # A definition used twice doubles the tree: refuse huge trees before building them
+            # (hashing and printing a tree cost its expanded size).
+            size = 1 + sum(map(self.size, terms))
+            if size > MAX_NODES:
+                raise self.error(f"pattern too large: {size} components and operators once definitions are "
+                                 f"expanded (limit {MAX_NODES})", e.span)
             combine = union if e.op == "+" else intersect
-            return combine(*terms, span=e.span)
+            node = combine(*terms, span=e.span)
+            self.sizes.setdefault(id(node), size)  # a deduplicated union may be an existing node
+            return node
         if isinstance(e, ast.Ref):
             return self.ref(e)
         return self.call(e)
