@@ -10,6 +10,9 @@ import bisect
 from dataclasses import dataclass, field
 
 
+EXCERPT = 120  # characters of a long line shown in an error
+
+
 @dataclass(frozen=True)
 class Span:
     """Half-open character range ``[start, end)`` in a `Source` text."""
@@ -43,9 +46,15 @@ class Source:
         return self.text[start : len(self.text) if end < 0 else end].rstrip("\r")
 
     def excerpt(self, span: Span) -> str:
-        """The span's first line, and carets under the span (at least one caret)."""
+        """The span's first line, and carets under the span (at least one caret). Tabs show as
+        one space each (so carets line up); lines longer than `EXCERPT` characters are cut
+        around the span, with ``...`` where text was left out."""
         line, col = self.position(span.start)
-        text = self.line_text(line)
+        text = self.line_text(line).replace("\t", " ")
         width = max(1, min(span.end - span.start, len(text) - col + 1))
+        start = max(0, min(col - 1 - EXCERPT // 4, len(text) - EXCERPT)) if len(text) > EXCERPT else 0
+        shown = ("..." if start else "") + text[start : start + EXCERPT] + ("..." if start + EXCERPT < len(text) else "")
         gutter = f"{line:>4} | "
-        return f"{gutter}{text}\n{' ' * (len(gutter) + col - 1)}{'^' * width}"
+        caret = len(gutter) + (3 if start else 0) + col - 1 - start
+        width = min(width, start + EXCERPT - (col - 1))
+        return f"{gutter}{shown}\n{' ' * caret}{'^' * width}"

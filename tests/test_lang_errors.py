@@ -8,6 +8,7 @@ import pytest
 
 import patternc
 from patternc import PatterncError, parse
+from patternc.source import EXCERPT
 
 # ------------------------------------------------------------------ errors
 def assert_error(text, line, column, fragments, name="<pattern>", err=None):
@@ -25,7 +26,12 @@ def assert_error(text, line, column, fragments, name="<pattern>", err=None):
     header, source_line, caret_line = str(err).split("\n")
     assert header == f"{name}:{line}:{column}: error: {err.message}"
     gutter = source_line[: source_line.index("| ") + 2]
-    assert source_line == gutter + text.split("\n")[line - 1].rstrip("\r")
+    full = text.split("\n")[line - 1].rstrip("\r")
+    if len(full) <= EXCERPT:
+        assert source_line == gutter + full
+    else:  # long lines are cut around the error
+        shown = source_line[len(gutter):]
+        assert shown.removeprefix("...").removesuffix("...") in full and len(shown) <= EXCERPT + 6
     assert caret_line.index("^") == len(gutter) + column - 1
     assert set(caret_line.strip()) == {"^"}
     return err
@@ -209,3 +215,26 @@ def test_definitions_used_twice_cannot_blow_up():
     first_too_big = next(i for i in range(40) if 8 * 2**i - 5 > MAX_NODES)
     assert info.value.line == first_too_big + 1 and f"{8 * 2**first_too_big - 5} components" in str(info.value)
     assert len(str(parse("\n".join(lines[:9] + ["a8"])))) > 10_000  # below the limit: fine
+
+
+def test_carets_line_up_after_tabs():
+    err = assert_error_shape("\twindow(3) +\t windw(5)", 1, 15)
+    assert err.splitlines()[1].endswith(" window(3) +  windw(5)")
+
+
+def test_megabyte_lines_are_cut_around_the_error():
+    text = "window(3) + " * 100_000 + "windw(5)"
+    err = assert_error_shape(text, 1, len(text) - 7)
+    assert len(err) < 400 and "..." in err
+
+
+def assert_error_shape(text, line, column):
+    """The diagnostic's caret stands under the error's column of the line as shown."""
+    with pytest.raises(PatterncError) as info:
+        parse(text)
+    assert (info.value.line, info.value.column) == (line, column)
+    rendered = str(info.value)
+    _, shown, carets = rendered.split("\n")
+    at = carets.index("^")
+    assert shown[at:at + 5] == "windw", rendered[:300]
+    return rendered
