@@ -26,6 +26,12 @@ class Node:
 
     span: Span | None = field(default=None, compare=False, repr=False, kw_only=True)
 
+    def __copy__(self):  # immutable: copies are the node itself (no recursion over deep trees)
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     def shape(self) -> str:
         """This node's structure without its values (what a generated kernel depends on)."""
         return type(self).__name__.lower()

@@ -238,3 +238,16 @@ def assert_error_shape(text, line, column):
     at = carets.index("^")
     assert shown[at:at + 5] == "windw", rendered[:300]
     return rendered
+
+
+def test_nested_too_deeply_points_at_its_statement():
+    text = "ok = window(3)\nbad = " + "causal & (all + " * 2000 + "causal" + ")" * 2000 + "\nbad"
+    err = assert_error(text, 2, 1, "nested too deeply")
+    assert err.span.start == text.index("bad")
+
+
+def test_patterns_copy_as_themselves_however_deep():
+    import copy
+
+    p = parse("causal & (all + " * 100 + "causal" + ")" * 100)
+    assert copy.deepcopy(p) == p and copy.copy(p.root) is p.root

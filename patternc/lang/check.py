@@ -67,6 +67,7 @@ class _Checker:
         self.source = program.source
         self.names: dict[str, tuple[Node, ast.Define]] = {}
         self.sizes: dict[int, int] = {}  # id(node) -> nodes of its tree with definitions expanded
+        self.statement = Span(0, 0)  # the statement being checked (where "nested too deeply" points)
 
     def size(self, node: Node) -> int:
         return self.sizes.get(id(node), 1)
@@ -82,6 +83,7 @@ class _Checker:
             raise self.error("empty pattern: expected an expression such as 'window(3)'", Span(end, end))
         *definitions, final = statements
         for statement in definitions:
+            self.statement = statement.span
             if not isinstance(statement, ast.Define):
                 raise self.error(
                     "only the last statement may be a bare expression; "
@@ -89,6 +91,7 @@ class _Checker:
                     statement.span,
                 )
             self.define(statement)
+        self.statement = final.span
         if isinstance(final, ast.Define):
             self.define(final)  # report errors inside it first
             raise self.error(
@@ -205,7 +208,8 @@ class _Checker:
 
 def check(program: ast.Program) -> Node:
     """Validate a parsed program and lower it to a canonical pattern tree."""
+    checker = _Checker(program)
     try:
-        return _Checker(program).program(program)
+        return checker.program(program)
     except RecursionError:
-        raise PatterncError("pattern is nested too deeply", source=program.source, span=Span(0, 0)) from None
+        raise checker.error("pattern is nested too deeply", checker.statement) from None
