@@ -1,4 +1,4 @@
-"""The command line: ``patternc compile | show | check``.
+"""The command line: ``patternc compile | show | analyze | check``.
 
 Every error is printed to stderr as ``file:line:col: error: ...`` with exit status 2;
 usage errors exit 2 as well (argparse's convention).
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ._version import __version__
+from .analyze import table
 from .errors import PatterncError, require_int
 from .lang import load, parse
 from .pattern import Pattern
@@ -39,9 +40,12 @@ def _read_pattern(args) -> Pattern:
         return parse(args.expr, "<expr>")
     if args.file is None:
         raise PatterncError("no pattern given: pass a .attn FILE, '-' for stdin, or -e 'EXPR'")
-    if args.file == "-":
-        return parse(sys.stdin.read(), "<stdin>")
-    return load(args.file)
+    return _load(args.file)
+
+
+def _load(file: str) -> Pattern:
+    """A pattern from a .attn file, or from standard input for '-'."""
+    return parse(sys.stdin.read(), "<stdin>") if file == "-" else load(file)
 
 
 def _cmd_compile(args) -> int:
@@ -101,7 +105,15 @@ def emit_text(pattern: Pattern, q_len: int, kv_len: int | None) -> str:
 def _cmd_show(args) -> int:
     pattern = _read_pattern(args)
     kv_len = args.kv_len or args.seq_len
-    if not args.blocks and args.seq_len <= args.max_tokens and kv_len <= args.max_tokens:
+    limit = args.max_tokens or (512 if args.out else 64)
+    tokens = not args.blocks and args.seq_len <= limit and kv_len <= limit
+    if args.out is not None:
+        from .plot import save_picture
+
+        print(save_picture(pattern, args.seq_len, kv_len, args.out, tokens=tokens, block_m=args.block_m,
+                           block_n=args.block_n))
+        return 0
+    if tokens:
         mask = pattern.dense_mask(args.seq_len, kv_len)
         print(f"{pattern}: {args.seq_len} queries x {kv_len} keys ('#' attends, '.' does not)")
         for row in mask.tolist():
@@ -109,6 +121,15 @@ def _cmd_show(args) -> int:
         return 0
     print(pattern)
     print(pattern.layout(args.seq_len, kv_len, args.block_m, args.block_n))
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    named = [("<stdin>" if f == "-" else f, _load(f)) for f in args.files]
+    named += [(text, parse(text, "<expr>")) for text in args.expr]
+    if not named:
+        raise PatterncError("no pattern given: pass .attn FILEs, '-' for stdin, or -e 'EXPR'")
+    print(table([(name, str(pattern), pattern.analyze(args.seq_len)) for name, pattern in named]))
     return 0
 
 
@@ -171,12 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("show", parents=[source, shape], help="draw a pattern (tokens when small, else blocks)",
                             description="Draw the pattern: token by token when both lengths are at most --max-tokens, "
-                                        "else its block layout ('#' full, '+' partial, '.' empty).")
+                                        "else its block layout ('#' full, '+' partial, '.' empty); with --out, as a "
+                                        "picture (needs matplotlib: pip install \"patternc[viz]\").")
     p.add_argument("--block-m", type=_positive, default=128, metavar="BM", help="query rows per block (default 128)")
     p.add_argument("--block-n", type=_positive, default=128, metavar="BN", help="key columns per block (default 128)")
-    p.add_argument("--max-tokens", type=_positive, default=64, metavar="T", help="largest length drawn token by token (default 64)")
+    p.add_argument("--max-tokens", type=_positive, metavar="T",
+                   help="largest length drawn token by token (default 64 in text, 512 in a picture)")
     p.add_argument("--blocks", action="store_true", help="always draw the block layout")
+    p.add_argument("--out", "-o", metavar="PICTURE", help="write a picture instead: PICTURE.png, .svg or .pdf")
     p.set_defaults(run=_cmd_show)
+
+    p = commands.add_parser("analyze", help="information flow through stacked layers; compare patterns",
+                            description="How information flows through a stack of attention layers with residual "
+                                        "connections (coverage per layer, closure, layers to closure) and row "
+                                        "statistics, one column per pattern. Definitions: patternc/analyze.py.")
+    p.add_argument("files", nargs="*", metavar="FILE", help=".attn files ('-': standard input)")
+    p.add_argument("-e", "--expr", action="append", default=[], metavar="EXPR", help="a pattern text (repeatable)")
+    p.add_argument("--seq-len", "-n", type=_positive, required=True, metavar="N", help="number of tokens")
+    p.set_defaults(run=_cmd_analyze)
 
     p = commands.add_parser("check", parents=[source], help="golden test: kernels vs dense float64 attention",
                             description="Run the generated kernels (forward and backward) on random inputs and compare "

@@ -1,8 +1,9 @@
 """`Pattern`: a checked attention pattern, the value every API takes.
 
 Immutable and hashable, with a canonical text form (``parse(str(p)) == p``). Its meaning at
-given lengths comes from `patternc.resolve`, its block layout from `patternc.layout`; the
-tree itself is `patternc.ir` with the atoms of `patternc.components` (re-exported here, so
+given lengths comes from `patternc.resolve`, its block layout from `patternc.layout`, its
+information flow through stacked layers from `patternc.analyze`; the tree itself is
+`patternc.ir` with the atoms of `patternc.components` (re-exported here, so
 ``from patternc import pattern as pt`` gives the whole vocabulary).
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .analyze import Analysis, analyze as analyze_resolved
 from .components import All, Causal, Global, Index, Random, Range, Window, random_blocks
 from .errors import require_int
 from .ir import Intersect, Node, Union, intersect, union, walk
@@ -81,6 +83,17 @@ class Pattern:
         require_int("block_m", block_m)
         require_int("block_n", block_n)
         return build_layout(self.resolve(q_len, kv_len, q_offset, optimized=True), block_m, block_n)
+
+    def analyze(self, seq_len: int) -> Analysis:
+        """How information flows through stacked layers of this pattern at ``seq_len`` tokens
+        (queries and keys alike), and its row statistics: see `patternc.analyze`.
+
+        >>> import patternc
+        >>> a = patternc.parse("global(first) + window(3)").analyze(100)
+        >>> a.layers_to_closure, a.closure, a.min_keys, a.max_keys
+        (2, 1.0, 3, 100)
+        """
+        return analyze_resolved(self.resolve(seq_len, optimized=True))
 
     def to_flex(self, q_len: int, kv_len: int | None = None, device="cuda", q_offset: int | None = None):
         """A FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` with this pattern's meaning, for

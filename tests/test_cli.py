@@ -177,6 +177,65 @@ def test_show_blocks_flag_forces_block_level(capsys):
     assert code == 0 and rows == ["++", "++"]
 
 
+# ------------------------------------------------------------------ show --out (pictures)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_out_png_token_mask(capsys, tmp_path):
+    path = tmp_path / "mask.png"
+    code, out, err = run(capsys, "show", REPO / "examples" / "lecture.attn", "-n", 300, "--out", path)
+    assert code == 0 and err == "" and out == f"wrote {path}: token mask, 300 x 300\n"
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+def test_show_out_png_block_map_and_svg(capsys, tmp_path):
+    code, out, _ = run(capsys, "show", "-e", "global(first) + window(left=255, right=0)", "-n", 4096,
+                       "-o", tmp_path / "blocks.png")
+    assert code == 0 and out.endswith("block map, 32 x 32 blocks of 128x128\n")
+    assert (tmp_path / "blocks.png").read_bytes().startswith(PNG_MAGIC)
+    code, out, _ = run(capsys, "show", "-e", "causal", "-n", 100, "--blocks", "--block-m", 16, "--block-n", 16,
+                       "--out", tmp_path / "blocks.svg")
+    text = (tmp_path / "blocks.svg").read_text()
+    assert code == 0 and text.startswith("<?xml") and "<svg" in text and "</svg>" in text
+    assert "block map, 7 x 7 blocks of 16x16" in out
+
+
+def test_show_out_token_limit(capsys, tmp_path):
+    """Pictures draw tokens up to 512 by default (text: 64); --max-tokens and --blocks decide otherwise."""
+    for argv, what in [(["-n", 512], "token mask"), (["-n", 513], "block map"),
+                       (["-n", 100, "--max-tokens", 99], "block map"), (["-n", 8, "--blocks"], "block map")]:
+        code, out, _ = run(capsys, "show", "-e", "window(3)", *argv, "--out", tmp_path / "p.png")
+        assert code == 0 and what in out, (argv, out)
+
+
+def test_block_map_cells_follow_the_text_picture(monkeypatch):
+    """Large block maps are drawn one cell per s x s blocks, with the text picture's rule."""
+    from patternc import plot
+
+    monkeypatch.setattr(plot, "MAX_CELLS", 6)
+    lay = patternc.parse("global(3) + window(left=40, right=0) & causal").layout(300, block_m=16, block_n=16)
+    cells, scale = plot._cells(lay.to_dense())
+    assert scale == 4 and cells.shape == (5, 5)
+    text = [line.strip() for line in lay.picture(max_width=6).splitlines()[1:]]
+    assert ["".join(".+#"[c] for c in r) for r in cells.tolist()] == text and {"+", "."} <= set("".join(text))
+
+
+def test_show_out_without_matplotlib_exits_2(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    path = tmp_path / "mask.png"
+    code, out, err = run(capsys, "show", "-e", "causal", "-n", 8, "--out", path)
+    assert code == 2 and out == "" and 'pip install "patternc[viz]"' in err
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("name,fragment", [("mask.jpg", "must be a .png, .svg, .pdf file"),
+                                           ("missing/mask.png", "cannot write picture")])
+def test_show_out_bad_path_exits_2(capsys, tmp_path, name, fragment):
+    code, out, err = run(capsys, "show", "-e", "causal", "-n", 8, "--out", tmp_path / name)
+    assert code == 2 and out == "" and fragment in err
+
+
 # ------------------------------------------------------------------ errors
 def assert_diagnostic(err, name, line, column, fragment):
     first, source_line, caret = err.rstrip("\n").split("\n")

@@ -1,8 +1,8 @@
 """Hugging Face transformers (v5): run a model's attention with a patternc pattern.
 
-    >>> from patternc.integrations import transformers as pt_hf      # doctest: +SKIP
-    >>> pt_hf.register("bigbird", "global(first) + window(257) + random(2) & causal")  # doctest: +SKIP
-    >>> model = AutoModelForCausalLM.from_config(cfg, attn_implementation="bigbird")  # doctest: +SKIP
+    from patternc.integrations import transformers as patternc_hf
+    patternc_hf.register("sparse", "(global(first) + window(left=256, right=0)) & causal")
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sparse")
 
 `register` installs both halves transformers needs: an attention function
 (``AttentionInterface``), which calls `attention_from`, and a mask function
