@@ -19,6 +19,9 @@ from .lang import load, parse
 from .pattern import Pattern
 
 
+LENGTH_LIMIT = 2**30  # a length the kernels can index (positions are int32: Lq + Lk < 2**31)
+
+
 def _positive(text: str) -> int:
     try:
         return require_int("value", int(text))
@@ -26,10 +29,25 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
+def _length(text: str) -> int:
+    value = _positive(text)
+    if value > LENGTH_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a length up to 2**30 = {LENGTH_LIMIT} (the kernels index "
+                                          f"positions in int32), got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        return require_int("seed", int(text), minimum=0, maximum=2**63 - 1)
+    except (ValueError, PatterncError):
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**63 - 1, got {text!r}") from None
+
+
 def _tile(text: str) -> int:
     value = _positive(text)
-    if value < 16 or value & (value - 1):
-        raise argparse.ArgumentTypeError(f"expected a power of two >= 16 (a kernel tile), got {text!r}")
+    if value < 16 or value > 256 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"expected a power of two from 16 to 256 (a kernel tile), got {text!r}")
     return value
 
 
@@ -45,7 +63,11 @@ def _read_pattern(args) -> Pattern:
 
 def _load(file: str) -> Pattern:
     """A pattern from a .attn file, or from standard input for '-'."""
-    return parse(sys.stdin.read(), "<stdin>") if file == "-" else load(file)
+    if file != "-":
+        return load(file)
+    if sys.stdin is None:  # started with standard input closed (`<&-`)
+        raise PatterncError("cannot read the pattern from standard input: it is closed")
+    return parse(sys.stdin.read(), "<stdin>")
 
 
 def _cmd_compile(args) -> int:
@@ -175,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("-e", "--expr", metavar="EXPR", help="the pattern text itself, e.g. -e 'window(3) + global(first)'")
 
     shape = argparse.ArgumentParser(add_help=False)
-    shape.add_argument("--seq-len", "-n", type=_positive, required=True, metavar="N", help="number of queries (and keys, unless --kv-len)")
-    shape.add_argument("--kv-len", type=_positive, metavar="M", help="number of keys (default: N)")
+    shape.add_argument("--seq-len", "-n", type=_length, required=True, metavar="N", help="number of queries (and keys, unless --kv-len)")
+    shape.add_argument("--kv-len", type=_length, metavar="M", help="number of keys (default: N)")
 
     p = commands.add_parser("compile", parents=[source, shape], help="check a pattern, build its layout and report it",
                             description="Parse and check a pattern, choose the kernels' tiles for a target, build the "
@@ -208,15 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
                                         "statistics, one column per pattern. Definitions: patternc/analyze.py.")
     p.add_argument("files", nargs="*", metavar="FILE", help=".attn files ('-': standard input)")
     p.add_argument("-e", "--expr", action="append", default=[], metavar="EXPR", help="a pattern text (repeatable)")
-    p.add_argument("--seq-len", "-n", type=_positive, required=True, metavar="N", help="number of tokens")
+    p.add_argument("--seq-len", "-n", type=_length, required=True, metavar="N", help="number of tokens")
     p.set_defaults(run=_cmd_analyze)
 
     p = commands.add_parser("check", parents=[source], help="golden test: kernels vs dense float64 attention",
                             description="Run the generated kernels (forward and backward) on random inputs and compare "
                                         "O, dQ, dK, dV with dense masked attention in float64. On the CPU the kernels "
                                         "run in Triton's interpreter. Exit status 1 if any error exceeds its tolerance.")
-    p.add_argument("--seq-len", "-n", type=_positive, metavar="N", help="queries (default 1024 on a GPU, 128 on the CPU)")
-    p.add_argument("--kv-len", type=_positive, metavar="M", help="keys (default: N)")
+    p.add_argument("--seq-len", "-n", type=_length, metavar="N", help="queries (default 1024 on a GPU, 128 on the CPU)")
+    p.add_argument("--kv-len", type=_length, metavar="M", help="keys (default: N)")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16", help="default float16")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if available")
     p.add_argument("--batch", type=_positive, default=1, metavar="B")
@@ -225,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-dim", type=_positive, default=64, metavar="D", help="default 64")
     p.add_argument("--block-m", type=_tile, metavar="BM", help="tile rows (default: chosen per device)")
     p.add_argument("--block-n", type=_tile, metavar="BN", help="tile columns (default: chosen per device)")
-    p.add_argument("--seed", type=int, help="seed for the random inputs (default: fresh)")
+    p.add_argument("--seed", type=_seed, help="seed for the random inputs, 0 to 2**63 - 1 (default: fresh)")
     p.set_defaults(run=_cmd_check)
     return parser
 
@@ -234,12 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a full disk shows here, not at interpreter exit
+        return code
     except PatterncError as exc:
         print(exc.render() if exc.source else f"patternc: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `patternc show ... | head`
         return 0
+    except OSError as exc:  # closed stdin, a full disk, an unwritable file: the environment, not a bug
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"patternc: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug in patternc, Triton or torch: one line, not a traceback

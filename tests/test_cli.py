@@ -3,6 +3,7 @@ and, a few times, as a real `python -m patternc` subprocess (exit codes, streams
 
 import argparse
 import io
+import os
 import re
 import subprocess
 import sys
@@ -384,3 +385,33 @@ def _parser_with_show(run_fn):
         return parser
 
     return build
+
+
+# ------------------------------------------------------------------ hostile environments and values
+@pytest.mark.parametrize("argv,fragment", [
+    (["compile", "-e", "causal", "-n", "2147483647"], "expected a length up to 2**30"),
+    (["compile", "-e", "causal", "-n", "64", "--kv-len", "4294967296"], "expected a length up to 2**30"),
+    (["compile", "-e", "causal", "-n", "64", "--block-m", "7"], "power of two from 16 to 256"),
+    (["compile", "-e", "causal", "-n", "64", "--block-m", "100000"], "power of two from 16 to 256"),
+    (["compile", "-e", "causal", "-n", "64", "--block-m", "131072"], "power of two from 16 to 256"),
+    (["check", "-e", "causal", "--seed", "99999999999999999999"], "expected an integer from 0 to 2**63 - 1"),
+    (["check", "-e", "causal", "--seed", "-1"], "expected an integer from 0 to 2**63 - 1"),
+])
+def test_out_of_range_values_are_usage_errors(capsys, argv, fragment):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and fragment in err and "internal error" not in err
+
+
+def test_closed_stdin_and_full_disk_are_clear_errors():
+    closed = subprocess.run([sys.executable, "-m", "patternc", "compile", "-", "-n", "64"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 2 and "empty pattern" in closed.stderr
+    shut = subprocess.run(["sh", "-c", f"{sys.executable} -m patternc compile - -n 64 <&-"],
+                          capture_output=True, text=True, timeout=120)
+    assert shut.returncode == 2 and "standard input: it is closed" in shut.stderr, shut.stderr
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, "-m", "patternc", "show", "-e", "causal", "-n", "8"],
+                                    stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        assert result.returncode == 2 and "No space left on device" in result.stderr
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
