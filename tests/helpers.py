@@ -155,6 +155,21 @@ PATTERNS = [
 ]
 
 
+# ----------------------------------------------------------------------- CLI
+def run_cli(capsys, *argv):
+    """patternc's main(argv) → (exit status, stdout, stderr); argparse's SystemExit becomes a
+    status, and no output may hold a traceback."""
+    from patternc.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
 # ------------------------------------------------------------ golden kernels
 def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.float32, block=(16, 16),
              use_lse_grad=True, layout="bhld", q_offset=None):

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import patternc
-from helpers import PATTERNS, block_classes, brute_mask
+from helpers import PATTERNS, block_classes, brute_mask, run_cli as run
 from patternc import analyze as flow
-from patternc.cli import main
 from patternc.resolve import Resolved
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -203,16 +202,6 @@ def test_analysis_needs_one_length_and_no_offset():
 
 
 # ------------------------------------------------------------------ CLI
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
-
-
 def row(out, label):
     """The cells of a table row, split on runs of 2+ spaces."""
     (line,) = [line for line in out.splitlines() if line.startswith(label + "  ")]

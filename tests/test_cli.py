@@ -14,22 +14,11 @@ import torch
 
 import patternc
 from patternc.kernels import emit
-from patternc.cli import build_parser, main
-from helpers import block_classes
+from patternc.cli import build_parser
+from helpers import block_classes, run_cli as run
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "examples").glob("*.attn"))
-
-
-def run(capsys, *argv):
-    """main(argv) → (exit status, stdout, stderr); argparse's SystemExit becomes a status."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
 
 
 def run_subprocess(*argv, stdin=None):
