@@ -19,6 +19,7 @@ import torch
 
 from .errors import PatterncError, require_int
 from .inputs import check_inputs
+from .kernels import cache
 from .lang import as_pattern
 from .ops import op
 from .pattern import Pattern
@@ -63,6 +64,8 @@ class PatternAttention(torch.nn.Module):
         if q.numel() == 0:
             o = q.new_zeros(q.shape).requires_grad_(q.requires_grad)
             return (o, q.new_full(q.shape[:3], -math.inf, dtype=torch.float32)) if return_lse else o
+        if self.backend == "kernels" and not q.is_cuda and not torch.compiler.is_compiling():
+            cache.prepare(interpret=True)  # before the operator, whose first call imports Triton
         o, lse = torch.ops.patternc.attention(q, k, v, self._text, scale, q_offset, self.backend, self._options)
         return (o, lse) if return_lse else o
 

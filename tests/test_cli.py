@@ -348,7 +348,7 @@ def test_check_fails_with_status_1_when_kernels_are_wrong(capsys, monkeypatch):
 @pytest.mark.parametrize(
     "argv,fragment",
     [(["--dtype", "bfloat16", "--device", "cpu"], "bfloat16 cannot be checked on the CPU"),
-     (["--block-m", "24", "--device", "cpu"], "--block-m: expected a power of two >= 16"),
+     (["--block-m", "24", "--device", "cpu"], "--block-m: expected a power of two from 16 to 256"),
      (["--heads", "3", "--kv-heads", "2", "--device", "cpu"], "not a multiple of k's 2 heads")],
 )
 def test_check_bad_options_exit_2(capsys, argv, fragment):

@@ -90,6 +90,12 @@ def _import(name: str, path: Path, interpret: bool):
         return module
 
 
+def prepare(interpret: bool) -> None:
+    """Import Triton in the mode a kernel call will need, if it is not imported yet (calling a
+    torch custom operator imports torch._dynamo, which imports Triton: compiled, by default)."""
+    _triton_mode(interpret)
+
+
 def _triton_mode(interpret: bool) -> None:
     """Make sure Triton runs in the asked mode. Triton's own helpers (``tl.cdiv``, the combine
     functions of ``tl.max`` ...) are compiled or interpreted from the moment triton is imported,
