@@ -67,7 +67,12 @@ def _load(file: str) -> Pattern:
         return load(file)
     if sys.stdin is None:  # started with standard input closed (`<&-`)
         raise PatterncError("cannot read the pattern from standard input: it is closed")
-    return parse(sys.stdin.read(), "<stdin>")
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        text = data.decode("utf-8-sig")  # a byte order mark is tolerated, as in files
+    except UnicodeDecodeError as exc:
+        raise PatterncError(f"standard input is not UTF-8 text (byte {exc.start})") from None
+    return parse(text, "<stdin>")
 
 
 def _cmd_compile(args) -> int:
@@ -101,6 +106,9 @@ def _cmd_compile(args) -> int:
             try:
                 directory.mkdir(parents=True, exist_ok=True)
                 path = directory / f"{generate(pattern.optimized).module_name}.py"
+                if path.exists() and path.read_text(encoding="utf-8") != text:
+                    raise PatterncError(f"'{path}' already holds the kernel of another pattern or length of the "
+                                        "same structure; emit into another directory")
                 path.write_text(text, encoding="utf-8")
             except OSError as exc:
                 raise PatterncError(f"cannot write kernel source to '{directory}': {exc.strerror or exc}") from None

@@ -41,8 +41,6 @@ def check_inputs(q, k, v, scale, dtypes=DTYPES) -> float:
             f"q has {q.shape[1]} heads, which is not a multiple of k's {k.shape[1]} heads "
             "(grouped-query attention needs Hq % Hkv == 0)"
         )
-    if k.shape[2] == 0 and q.shape[2] > 0:
-        raise PatterncError("k has no keys (length 0): every query would attend nothing")
     if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale)):
         raise PatterncError(f"scale must be a finite float or None, got {scale!r}")
     return q.shape[3] ** -0.5 if scale is None else float(scale)

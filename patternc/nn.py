@@ -61,7 +61,7 @@ class PatternAttention(torch.nn.Module):
         scale = check_inputs(q, k, v, scale)
         if q_offset is not None:
             require_int("q_offset", q_offset, minimum=None)
-        if q.numel() == 0:
+        if q.numel() == 0 or k.shape[2] == 0:  # nothing to attend: rows of zeros, LSE -inf
             o = q.new_zeros(q.shape).requires_grad_(q.requires_grad)
             return (o, q.new_full(q.shape[:3], -math.inf, dtype=torch.float32)) if return_lse else o
         if self.backend == "kernels" and not q.is_cuda and not torch.compiler.is_compiling():

@@ -43,6 +43,8 @@ def reference_attention(q, k, v, pattern, scale=None, q_offset: int | None = Non
     pattern = as_pattern(pattern)
     scale = check_inputs(q, k, v, scale, dtypes=DTYPES + (torch.float64,))
     math_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    if k.shape[2] == 0 or q.shape[2] == 0:  # no keys: every row attends nothing
+        return torch.zeros_like(q)
     mask = pattern.dense_mask(q.shape[2], k.shape[2], device=q.device, q_offset=q_offset)
     k, v = _expand_kv(q, k), _expand_kv(q, v)
     o, _ = masked_attention(q.to(math_dtype), k.to(math_dtype), v.to(math_dtype), mask, scale)

@@ -404,3 +404,24 @@ def test_closed_stdin_and_full_disk_are_clear_errors():
                                     stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
         assert result.returncode == 2 and "No space left on device" in result.stderr
         assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stdin_bytes_order_mark_and_binary():
+    def run_stdin(data):
+        return subprocess.run([sys.executable, "-m", "patternc", "compile", "-", "-n", "64"], input=data,
+                              capture_output=True, timeout=120)
+
+    bom = run_stdin(b"\xef\xbb\xbfwindow(3)\n")
+    assert bom.returncode == 0 and b"window(3)" in bom.stdout
+    binary = run_stdin(b"window(3) + \xff\xfe")
+    assert binary.returncode == 2 and b"standard input is not UTF-8 text (byte 12)" in binary.stderr
+    assert b"\\udc" not in binary.stderr and b"Traceback" not in binary.stderr
+
+
+def test_emit_never_overwrites_another_patterns_file(capsys, tmp_path):
+    assert run(capsys, "compile", "-e", "window(5)", "-n", 64, "--emit", tmp_path)[0] == 0
+    assert run(capsys, "compile", "-e", "window(5)", "-n", 64, "--emit", tmp_path)[0] == 0  # the same file again
+    code, _, err = run(capsys, "compile", "-e", "window(7)", "-n", 64, "--emit", tmp_path)  # same structure
+    assert code == 2 and "already holds the kernel of another pattern" in err
+    (path,) = tmp_path.iterdir()
+    assert "# pattern: window(5)" in path.read_text()

@@ -255,3 +255,14 @@ def test_head_dims_out_of_range_are_clear_errors_on_every_path(d):
                  lambda: patternc.reference_attention(q, q, q, "causal")):
         with pytest.raises(patternc.PatterncError, match=f"q has head dim {d}; head dims from 1 to 256"):
             call()
+
+
+@pytest.mark.parametrize("backend", ["kernels", "reference"])
+def test_no_keys_gives_zero_rows(backend):
+    """Lk = 0: every row attends nothing, so outputs are 0 and the log-sum-exp -inf (as for
+    rows that attend nothing), on every path."""
+    q = torch.randn(1, 2, 5, 16, requires_grad=True)
+    k = v = torch.randn(1, 2, 0, 16)
+    out, lse = patternc.attention_from("causal", backend=backend)(q, k, v, return_lse=True)
+    assert out.shape == q.shape and (out == 0).all() and torch.isneginf(lse).all()
+    assert (patternc.reference_attention(q, k, v, "causal") == 0).all()
