@@ -75,32 +75,12 @@ def interpreting(on: bool):
             os.environ["TRITON_INTERPRET"] = before
 
 
-def _import(name: str, path: Path, interpret: bool):
-    key = (name, interpret)
-    with _LOCK:
-        module = _MODULES.get(key)
-        if module is None:
-            full = f"{name}_interpreted" if interpret else name
-            spec = importlib.util.spec_from_file_location(full, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[full] = module
-            with interpreting(interpret):  # Triton decides at decoration time
-                spec.loader.exec_module(module)
-            _MODULES[key] = module
-        return module
-
-
 def prepare(interpret: bool) -> None:
-    """Import Triton in the mode a kernel call will need, if it is not imported yet (calling a
-    torch custom operator imports torch._dynamo, which imports Triton: compiled, by default)."""
-    _triton_mode(interpret)
-
-
-def _triton_mode(interpret: bool) -> None:
-    """Make sure Triton runs in the asked mode. Triton's own helpers (``tl.cdiv``, the combine
-    functions of ``tl.max`` ...) are compiled or interpreted from the moment triton is imported,
-    so the first kernel use in a process decides: interpreted kernels import Triton with its
-    interpreter on, and a process cannot use both modes."""
+    """Make sure Triton runs in the asked mode, importing it in that mode if it is not imported
+    yet. Triton's own helpers (``tl.cdiv``, the combine functions of ``tl.max`` ...) are
+    compiled or interpreted from the moment triton is imported, so the first kernel use in a
+    process decides, and a process cannot use both modes. (Calling a torch custom operator
+    imports torch._dynamo, which imports Triton, compiled: interpreted calls prepare first.)"""
     if "triton" not in sys.modules and interpret:
         os.environ["TRITON_INTERPRET"] = "1"
     try:
@@ -120,10 +100,30 @@ def _triton_mode(interpret: bool) -> None:
 
 def kernels(interpret: bool):
     """The static flash-attention kernels (`flash.py`), compiled or interpreted."""
-    _triton_mode(interpret)
-    return _import("patternc_flash", _FLASH, interpret)
+    return _module("patternc_flash", lambda: _FLASH, interpret)
 
 
 def mask_function(src: KernelSource, interpret: bool):
     """The generated ``pattern_mask`` of ``src``, compiled or interpreted."""
-    return _import(src.module_name, write(src), interpret).pattern_mask
+    return _module(src.module_name, lambda: write(src), interpret).pattern_mask
+
+
+def _module(name: str, path, interpret: bool):
+    """The module ``name`` in this mode: a dictionary lookup once imported (every launch comes
+    here); the first time, Triton's mode is checked, ``path()`` gives the file, and it is
+    imported with Triton's interpret switch set as asked (Triton decides at decoration time)."""
+    module = _MODULES.get((name, interpret))
+    if module is not None:
+        return module
+    prepare(interpret)
+    with _LOCK:
+        module = _MODULES.get((name, interpret))
+        if module is None:
+            full = f"{name}_interpreted" if interpret else name
+            spec = importlib.util.spec_from_file_location(full, path())
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[full] = module
+            with interpreting(interpret):
+                spec.loader.exec_module(module)
+            _MODULES[(name, interpret)] = module
+        return module
