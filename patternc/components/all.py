@@ -22,4 +22,4 @@ class All(Band):
 
     def emit(self, em):
         em.comment("all: every pair")
-        return em.mask("tl.full((BLOCK_M, BLOCK_N), 1, tl.int1)")
+        return em.mask("tl.full((ROWS, COLS), 1, tl.int1)")

@@ -176,11 +176,11 @@ class Random(Component):
         table = em.table(self)
         block, base, last = em.params(self, "block", "base", "last")
         em.comment("random: key block j // block is one of the blocks drawn for position block p // block")
-        rows = em.let("rows", f"tl.minimum((offs_m + Q_OFFSET - {base}) // {block}, {last})  # table row per query")
-        out = em.mask("tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int1)")
+        rows = em.let("rows", f"tl.minimum((p - {base}) // {block}, {last})  # table row per query position")
+        out = em.mask("tl.zeros((ROWS, COLS), dtype=tl.int1)")
         em.line("for t in tl.static_range(RANDOM_SLOTS):  # unrolled; padding slots hold -1, which no key block matches")
         em.line(f"    chosen = tl.load({table} + {rows} * RANDOM_SLOTS + t)")
-        em.line(f"    {out} = {out} | (chosen[:, None] == j // {block})")
+        em.line(f"    {out} = {out} | (chosen == j // {block})")
         return out
 
     def kernel_values(self, ctx):

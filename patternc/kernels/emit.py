@@ -26,7 +26,7 @@ from .._version import __version__
 from ..ir import Intersect, Node, Union, top_terms
 from ..resolve import Resolved
 
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 TAG_BITS = 30  # must match patternc.layout.build: terms past this are evaluated on every tile
 
 
@@ -105,7 +105,7 @@ class Emitter:
         union_root = isinstance(root, Union)
         self.comment(f"the tile's TAGS say which of the {len(terms)} terms are partial here; the others are "
                      + ("empty (skipped)" if union_root else "full (skipped)"))
-        self.line(f"keep = tl.full((BLOCK_M, BLOCK_N), {0 if union_root else 1}, tl.int1)")
+        self.line(f"keep = tl.full((ROWS, COLS), {0 if union_root else 1}, tl.int1)")
         for t, term in enumerate(terms):
             guarded = t < TAG_BITS
             self.comment(f"term {t}: {term.shape()}")
@@ -142,16 +142,16 @@ def generate(root: Node) -> KernelSource:
         "",
         "",
         "@triton.jit",
-        "def pattern_mask(offs_m, offs_n, Q_OFFSET, PARAMS, TAGS,",
-        "                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr):",
-        f'    """True where query row i attends key j, on the tile offs_m x offs_n of `{shape}`.',
+        "def pattern_mask(i, j, Q_OFFSET, PARAMS, TAGS,",
+        "                 ROWS: tl.constexpr, COLS: tl.constexpr, RANDOM_SLOTS: tl.constexpr):",
+        f'    """True where query row i attends key j, on a [ROWS, COLS] tile of `{shape}`.',
         "",
+        "    i (query rows) and j (key columns) broadcast to the tile: [ROWS, 1] and [1, COLS] for a",
+        "    queries x keys tile, [1, COLS] and [ROWS, 1] for the dK/dV kernel's keys x queries tile.",
         f"    PARAMS (int32) holds {emitter.size} scalars (bounds, table offsets), then the random tables;",
         "    TAGS: bit t set when top-level term t is partial on this tile.",
         '    """',
-        "    i = offs_m[:, None]  # query rows                     [BLOCK_M, 1]",
-        "    j = offs_n[None, :]  # key columns                    [1, BLOCK_N]",
-        "    p = i + Q_OFFSET     # absolute query positions       [BLOCK_M, 1]",
+        "    p = i + Q_OFFSET  # absolute query positions",
         *emitter.lines,
         "",
     ])

@@ -3,8 +3,9 @@
 # This file is pattern-independent and imported as it is (Triton reads its source). The
 # pattern enters as MASK, a constexpr @triton.jit function generated per pattern structure
 # by patternc.kernels.emit:
-#     MASK(offs_m, offs_n, Q_OFFSET, PARAMS, TAGS, BLOCK_M=, BLOCK_N=, RANDOM_SLOTS=)
-#         -> bool [BLOCK_M, BLOCK_N]: query row i attends key j
+#     MASK(i, j, Q_OFFSET, PARAMS, TAGS, ROWS=, COLS=, RANDOM_SLOTS=) -> bool [ROWS, COLS]:
+#         query row i attends key j, for row and column indices broadcast to the tile
+#         (queries x keys in the forward and dQ kernels, keys x queries in the dK/dV kernel)
 # so each structure compiles its own specialization of these kernels, and the preprocess
 # kernel (no MASK) compiles once for all patterns.
 #
@@ -81,12 +82,21 @@ def _store_tile(X, start, LEN, stride_m, stride_d, value, HEAD_DIM: tl.constexpr
 
 @triton.jit
 def _keep(offs_m, offs_n, KV_LEN, Q_OFFSET, PARAMS, tags, MASK: tl.constexpr, IS_FULL: tl.constexpr,
-          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr):
-    """Which pairs of a tile take part: the pattern on partial tiles, key bounds on ragged ones."""
-    keep = offs_n[None, :] < KV_LEN
-    if not IS_FULL:
-        keep = keep & MASK(offs_m, offs_n, Q_OFFSET, PARAMS, tags,
-                           BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS)
+          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, KEYS_FIRST: tl.constexpr):
+    """Which pairs of a tile take part: the pattern on partial tiles, key bounds on ragged ones.
+    [BLOCK_M, BLOCK_N] (queries x keys), or [BLOCK_N, BLOCK_M] when KEYS_FIRST."""
+    if KEYS_FIRST:
+        i = offs_m[None, :]
+        j = offs_n[:, None]
+        keep = j < KV_LEN
+        if not IS_FULL:
+            keep = keep & MASK(i, j, Q_OFFSET, PARAMS, tags, ROWS=BLOCK_N, COLS=BLOCK_M, RANDOM_SLOTS=RANDOM_SLOTS)
+    else:
+        i = offs_m[:, None]
+        j = offs_n[None, :]
+        keep = j < KV_LEN
+        if not IS_FULL:
+            keep = keep & MASK(i, j, Q_OFFSET, PARAMS, tags, ROWS=BLOCK_M, COLS=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS)
     return keep
 
 
@@ -117,7 +127,8 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, INDICES, TAGS, lo, hi, offs_m,
         if not (IS_FULL and EVEN_N):  # full tiles of an even length skip every mask
             tags = 0 if IS_FULL else tl.load(TAGS + t)
             keep = _keep(offs_m, start_n + tl.arange(0, BLOCK_N), KV_LEN, Q_OFFSET, PARAMS, tags, MASK=MASK,
-                         IS_FULL=IS_FULL, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS)
+                         IS_FULL=IS_FULL, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
+                         KEYS_FIRST=False)
             qk = tl.where(keep, qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing yet: avoid -inf - -inf
@@ -193,43 +204,36 @@ def attn_bwd_preprocess(O, DO, DLSE, DELTA,
     tl.store(DELTA + row, delta, mask=offs_m < Q_LEN)
 
 
-@triton.jit
-def _bwd_probs(q, k_t, lse, offs_m, offs_n, KV_LEN, Q_OFFSET, PARAMS, tags, qk_scale,
-               MASK: tl.constexpr, IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_M: tl.constexpr,
-               BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Recompute a tile's probabilities P = exp2(s - LSE), zero where pairs do not attend."""
-    qk = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
-    p = tl.math.exp2(qk - lse[:, None])
-    if not (IS_FULL and EVEN_N):
-        keep = _keep(offs_m, offs_n, KV_LEN, Q_OFFSET, PARAMS, tags, MASK=MASK, IS_FULL=IS_FULL,
-                     BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS)
-        p = tl.where(keep, p, 0.0)
-    return p
 
 
 @triton.jit
-def _dkdv_tiles(dk, dv, k_t, v_t, Q, DO, LSE, DELTA, INDICES, TAGS, lo, hi, offs_n,
+def _dkdv_tiles(dk, dv, k, v, Q, DO, LSE, DELTA, INDICES, TAGS, lo, hi, offs_n,
                 stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                 MASK: tl.constexpr, IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                 D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
                 DOT_PRECISION: tl.constexpr, WIDE_ROWS: tl.constexpr):
-    """Contributions of the query tiles INDICES[lo:hi] to this key block's dK and dV."""
+    """Contributions of the query tiles INDICES[lo:hi] to this key block's dK and dV. The tile is
+    computed keys x queries (S^T = K Q^T), so P^T and dS^T feed the dK and dV products as they are
+    (no transpose of a register tile, which would round-trip through shared memory)."""
     for t in range(lo, hi):
         start_m = tl.load(INDICES + t) * BLOCK_M
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q = _tile(Q, start_m, Q_LEN, stride_qm, stride_qd,
-                  HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=WIDE_ROWS, TRANS=False)
+        q_t = _tile(Q, start_m, Q_LEN, stride_qm, stride_qd,
+                    HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=WIDE_ROWS, TRANS=True)
         do = _tile(DO, start_m, Q_LEN, stride_dom, stride_dod,
                    HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=WIDE_ROWS, TRANS=False)
         lse, delta = _row_stats(LSE, DELTA, offs_m, Q_LEN)
-        tags = 0 if IS_FULL else tl.load(TAGS + t)
-        p = _bwd_probs(q, k_t, lse, offs_m, offs_n, KV_LEN, Q_OFFSET, PARAMS, tags, qk_scale, MASK=MASK,
-                       IS_FULL=IS_FULL, EVEN_N=EVEN_N, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
-                       DOT_PRECISION=DOT_PRECISION)
-        dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=DOT_PRECISION)
-        dp = tl.dot(do, v_t, input_precision=DOT_PRECISION)
-        ds = p * (dp - delta[:, None])
-        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=DOT_PRECISION)
+        s_t = tl.dot(k, q_t, input_precision=DOT_PRECISION) * qk_scale  # [BLOCK_N, BLOCK_M]
+        p_t = tl.math.exp2(s_t - lse[None, :])
+        if not (IS_FULL and EVEN_N):
+            tags = 0 if IS_FULL else tl.load(TAGS + t)
+            keep = _keep(offs_m, offs_n, KV_LEN, Q_OFFSET, PARAMS, tags, MASK=MASK, IS_FULL=IS_FULL,
+                         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, KEYS_FIRST=True)
+            p_t = tl.where(keep, p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q_t.dtype), tl.trans(q_t), dk, input_precision=DOT_PRECISION)
     return dk, dv
 
 
@@ -251,10 +255,10 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
     off_hk = off_bh % HKV
     start_n = kb * BLOCK_N
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    k_t = _tile(_head(K, off_b, off_hk, stride_kb, stride_kh), start_n, KV_LEN, stride_kn, stride_kd,
-                HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
-    v_t = _tile(_head(V, off_b, off_hk, stride_vb, stride_vh), start_n, KV_LEN, stride_vn, stride_vd,
-                HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
+    k = _tile(_head(K, off_b, off_hk, stride_kb, stride_kh), start_n, KV_LEN, stride_kn, stride_kd,
+              HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=False)
+    v = _tile(_head(V, off_b, off_hk, stride_vb, stride_vh), start_n, KV_LEN, stride_vn, stride_vd,
+              HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=False)
     dk = tl.zeros([BLOCK_N, D_PAD], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, D_PAD], dtype=tl.float32)
     for g in range(GROUP):
@@ -262,13 +266,13 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
         rows = (off_b * HKV * GROUP + off_h).to(tl.int64) * Q_LEN  # this head's LSE / delta
         Qh = _head(Q, off_b, off_h, stride_qb, stride_qh)
         DOh = _head(DO, off_b, off_h, stride_dob, stride_doh)
-        dk, dv = _dkdv_tiles(dk, dv, k_t, v_t, Qh, DOh, LSE + rows, DELTA + rows, FULL_INDICES, PART_TAGS,
+        dk, dv = _dkdv_tiles(dk, dv, k, v, Qh, DOh, LSE + rows, DELTA + rows, FULL_INDICES, PART_TAGS,
                              tl.load(FULL_OFFSETS + kb), tl.load(FULL_OFFSETS + kb + 1), offs_n,
                              stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                              MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
                              BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION,
                              WIDE_ROWS=WIDE_ROWS)
-        dk, dv = _dkdv_tiles(dk, dv, k_t, v_t, Qh, DOh, LSE + rows, DELTA + rows, PART_INDICES, PART_TAGS,
+        dk, dv = _dkdv_tiles(dk, dv, k, v, Qh, DOh, LSE + rows, DELTA + rows, PART_INDICES, PART_TAGS,
                              tl.load(PART_OFFSETS + kb), tl.load(PART_OFFSETS + kb + 1), offs_n,
                              stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                              MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
@@ -293,10 +297,14 @@ def _dq_tiles(dq, q, do, lse, delta, K, V, INDICES, TAGS, lo, hi, offs_m,
                     HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
         v_t = _tile(V, start_n, KV_LEN, stride_vn, stride_vd,
                     HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
-        tags = 0 if IS_FULL else tl.load(TAGS + t)
-        p = _bwd_probs(q, k_t, lse, offs_m, start_n + tl.arange(0, BLOCK_N), KV_LEN, Q_OFFSET, PARAMS, tags, qk_scale,
-                       MASK=MASK, IS_FULL=IS_FULL, EVEN_N=EVEN_N, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                       RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+        qk = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
+        p = tl.math.exp2(qk - lse[:, None])  # the forward's probabilities, recomputed
+        if not (IS_FULL and EVEN_N):
+            tags = 0 if IS_FULL else tl.load(TAGS + t)
+            keep = _keep(offs_m, start_n + tl.arange(0, BLOCK_N), KV_LEN, Q_OFFSET, PARAMS, tags, MASK=MASK,
+                         IS_FULL=IS_FULL, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
+                         KEYS_FIRST=False)
+            p = tl.where(keep, p, 0.0)
         dp = tl.dot(do, v_t, input_precision=DOT_PRECISION)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k_t.dtype), tl.trans(k_t), dq, input_precision=DOT_PRECISION)

@@ -1,0 +1,79 @@
+"""What the compiler made of each kernel: registers, spills, shared memory, instruction mix.
+
+    python benchmarks/kernel_stats.py [--patterns causal,P2] [--n 16384] [--head-dim 128] [--dump DIR]
+
+Runs one forward and backward per pattern (bf16, B=2, H=16) so every kernel compiles, then
+prints, per compiled kernel, its registers, spills, shared memory, and counts of the SASS
+instructions that matter for attention (HGMMA tensor-core ops, MUFU exp2, global loads and
+stores, shared-memory traffic, barriers). ``--dump`` writes each kernel's ttgir and SASS.
+"""
+
+import argparse
+import collections
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import patternc  # noqa: E402
+from patternc.kernels import cache  # noqa: E402
+
+PATTERNS = {
+    "P1": "global(first, eos) + window(3) + random(2, block=128)",
+    "P2": "global(0:128) + window(193) + random(3, block=128)",
+    "P3": "window(left=1023, right=0)",
+    "P4": "(global(0:4) + window(left=4095, right=0)) & causal",
+    "causal": "causal",
+}
+OPS = ("HGMMA", "MUFU.EX2", "LDG", "STG", "LDGSTS", "UTMALDG", "LDS", "STS", "LDSM", "BAR", "RED", "ATOM")
+
+
+def sass_mix(sass: str) -> dict:
+    counts = collections.Counter()
+    for line in sass.splitlines():
+        m = re.match(r"\S+\t(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", line)
+        if m:
+            op = m.group(1)
+            for name in OPS:
+                if op.startswith(name):
+                    counts[name] += 1
+            counts["total"] += 1
+    return counts
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patterns", default="P2,causal")
+    ap.add_argument("--n", type=int, default=16384)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--dump")
+    args = ap.parse_args()
+    for name in args.patterns.split(","):
+        q, k, v = (torch.randn(2, 16, args.n, args.head_dim, device="cuda", dtype=torch.bfloat16,
+                               requires_grad=True) for _ in range(3))
+        patternc.attention_from(PATTERNS.get(name, name))(q, k, v).sum().backward()
+    flash = cache.kernels(False)
+    for kname in ("attn_fwd", "attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq"):
+        fn = getattr(flash, kname)
+        for dev_cache in fn.device_caches.values():
+            for i, kernel in enumerate(dev_cache[0].values()):
+                try:
+                    sass = kernel.asm["sass"]  # disassembled on demand (cuobjdump)
+                except Exception as exc:  # noqa: BLE001
+                    sass = ""
+                    print(f"  (no SASS: {exc})")
+                mix = sass_mix(sass)
+                print(f"{kname}#{i}: regs {kernel.n_regs} spills {kernel.n_spills} shared {kernel.metadata.shared} "
+                      f"warps {kernel.metadata.num_warps} stages {kernel.metadata.num_stages} | "
+                      + " ".join(f"{op} {mix[op]}" for op in ("total",) + OPS if mix[op]))
+                if args.dump:
+                    out = Path(args.dump)
+                    out.mkdir(parents=True, exist_ok=True)
+                    (out / f"{kname}_{i}.ttgir").write_text(kernel.asm["ttgir"])
+                    (out / f"{kname}_{i}.sass").write_text(sass)
+
+
+if __name__ == "__main__":
+    main()
