@@ -1,6 +1,7 @@
 """A/B timing of several patternc versions (source trees) in one GPU run, beside FlexAttention.
 
     python benchmarks/ab.py --version v4=.ab/v4 --version new=. [--rows P1:16384,P3:16384] [--out FILE]
+    python benchmarks/ab.py --version new=. --version big=.,fwd_block_m=128,fwd_block_n=128,fwd_num_warps=8
 
 Each version runs in its own process (its own ``patternc`` import and kernel cache), on the
 same inputs (seeded), timing the forward and forward+backward medians with
@@ -48,15 +49,17 @@ def time_pair(fn, do, leaves):
     return fwd, fb
 
 
-def worker(root, rows):
-    """Time patternc from ``root`` on each row; print one JSON line per row."""
+def worker(spec, rows):
+    """Time patternc from ``spec`` (ROOT[,option=value...]) on each row; one JSON line per row."""
+    root, *opts = spec.split(",")
+    options = {k: int(v) for k, v in (o.split("=") for o in opts)}
     sys.path.insert(0, os.path.abspath(root))
     import patternc
 
     for name, n in rows:
         text, b, hq, hkv, d = ROWS[name]
         q, k, v, do = inputs(b, hq, hkv, n, d)
-        attn = patternc.attention_from(text)
+        attn = patternc.attention_from(text, **options)
         try:
             fwd, fb = time_pair(lambda: attn(q, k, v), do, (q, k, v))
             print(json.dumps({"row": name, "n": n, "fwd": fwd, "fb": fb}), flush=True)
@@ -111,7 +114,7 @@ def main():
             results[(name, r["row"], r["n"])] = r
         if proc.returncode:
             print(f"{name}: exit {proc.returncode}\n{proc.stderr[-2000:]}", file=sys.stderr)
-    flex = {} if args.no_flex else flex_times(list(versions.values())[-1], rows)
+    flex = {} if args.no_flex else flex_times(list(versions.values())[-1].split(",")[0], rows)
     import torch
     import triton
 

@@ -49,11 +49,13 @@ def main():
     ap.add_argument("--n", type=int, default=16384)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--dump")
+    ap.add_argument("--options", default="", help="attention_from options, k=v,k=v")
     args = ap.parse_args()
     for name in args.patterns.split(","):
         q, k, v = (torch.randn(2, 16, args.n, args.head_dim, device="cuda", dtype=torch.bfloat16,
                                requires_grad=True) for _ in range(3))
-        patternc.attention_from(PATTERNS.get(name, name))(q, k, v).sum().backward()
+        options = {k: int(v) for k, v in (o.split("=") for o in args.options.split(",") if o)}
+        patternc.attention_from(PATTERNS.get(name, name), **options)(q, k, v).sum().backward()
     flash = cache.kernels(False)
     for kname in ("attn_fwd", "attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq"):
         fn = getattr(flash, kname)

@@ -71,6 +71,21 @@ def _tile(X, start, LEN, stride_m, stride_d, HEAD_DIM: tl.constexpr, D_PAD: tl.c
 
 
 @triton.jit
+def _kv_tile(X, DESC, off_b, off_h, start, LEN, stride_m, stride_d, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
+             BLOCK: tl.constexpr, TRANS: tl.constexpr):
+    """Rows [start, start + BLOCK) of the K or V head (off_b, off_h) at X, as `_tile` loads them, or
+    through the tensor memory accelerator when DESC (a [B, HKV, LEN, HEAD_DIM] descriptor of
+    block [1, 1, BLOCK, D_PAD]) is given: one copy instruction per tile, zeros past the edges."""
+    if DESC is None:
+        x = _tile(X, start, LEN, stride_m, stride_d, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK, WIDE=True, TRANS=TRANS)
+    else:
+        x = DESC.load([off_b, off_h, start, 0]).reshape(BLOCK, D_PAD)
+        if TRANS:
+            x = tl.trans(x)
+    return x
+
+
+@triton.jit
 def _store_tile(X, start, LEN, stride_m, stride_d, value, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
                 BLOCK: tl.constexpr):
     """Store rows [start, start + BLOCK) of the [LEN, HEAD_DIM] matrix at X (those that exist)."""
@@ -113,7 +128,7 @@ def _row_stats(LSE, DELTA, offs_m, Q_LEN):
 
 # ---------------------------------------------------------------------------- forward
 @triton.jit
-def _fwd_tiles(acc, l_i, m_i, q, K, V, INDICES, TAGS, lo, hi, offs_m,
+def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, TAGS, lo, hi, offs_m,
                stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                MASK: tl.constexpr, IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
@@ -121,29 +136,29 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, INDICES, TAGS, lo, hi, offs_m,
     """Online softmax over the key tiles INDICES[lo:hi]: update running max m, sum l, output acc."""
     for t in range(lo, hi):
         start_n = tl.load(INDICES + t) * BLOCK_N
-        k_t = _tile(K, start_n, KV_LEN, stride_kn, stride_kd,
-                    HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
-        qk = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
+        k_t = _kv_tile(K, K_DESC, off_b, off_hk, start_n, KV_LEN, stride_kn, stride_kd,
+                       HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, TRANS=True)
+        qk = tl.dot(q, k_t, input_precision=DOT_PRECISION)  # unscaled: the scale folds into one FMA below
         if not (IS_FULL and EVEN_N):  # full tiles of an even length skip every mask
             tags = 0 if IS_FULL else tl.load(TAGS + t)
             keep = _keep(offs_m, start_n + tl.arange(0, BLOCK_N), KV_LEN, Q_OFFSET, PARAMS, tags, MASK=MASK,
                          IS_FULL=IS_FULL, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
                          KEYS_FIRST=False)
             qk = tl.where(keep, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing yet: avoid -inf - -inf
-        p = tl.math.exp2(qk - m_use[:, None])
+        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _tile(V, start_n, KV_LEN, stride_vn, stride_vd,
-                  HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=False)
+        v = _kv_tile(V, V_DESC, off_b, off_hk, start_n, KV_LEN, stride_vn, stride_vd,
+                     HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, TRANS=False)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
         m_i = m_new
     return acc, l_i, m_i
 
 
 @triton.jit
-def attn_fwd(Q, K, V, O, LSE, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
+def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
              stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
              stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
              H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale,
@@ -158,18 +173,19 @@ def attn_fwd(Q, K, V, O, LSE, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
               HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
-    K = _head(K, off_b, off_h // GROUP, stride_kb, stride_kh)
-    V = _head(V, off_b, off_h // GROUP, stride_vb, stride_vh)
+    off_hk = off_h // GROUP
+    K = _head(K, off_b, off_hk, stride_kb, stride_kh)
+    V = _head(V, off_b, off_hk, stride_vb, stride_vh)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
     # Full tiles (no mask math), then partial tiles (the pattern decides pair by pair).
-    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, FULL_INDICES, PART_TAGS,
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
                                tl.load(FULL_OFFSETS + qb), tl.load(FULL_OFFSETS + qb + 1), offs_m,
                                stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                                MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
                                BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
-    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, PART_INDICES, PART_TAGS,
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, PART_INDICES, PART_TAGS,
                                tl.load(PART_OFFSETS + qb), tl.load(PART_OFFSETS + qb + 1), offs_m,
                                stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                                MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,

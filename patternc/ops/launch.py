@@ -17,6 +17,7 @@ from ..plan import KernelPlan
 
 LOG2E = 1.4426950408889634
 WIDE_ROW_OFFSETS = 2**31  # row offsets from here on need 64-bit pointer math in the dK/dV loop
+TMA = None  # K/V tiles through the tensor memory accelerator: None = on CUDA GPUs that have it; tests set it
 _INTERPRETER = threading.Lock()
 
 
@@ -59,6 +60,27 @@ def _common(plan: KernelPlan, q, cfg) -> dict:
                 DOT_PRECISION=_dot_precision(q), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
+def _tma_ok(t: torch.Tensor) -> bool:
+    """A tensor a TMA descriptor can address: last dim contiguous, other strides positive multiples of
+    16 bytes, base 16-byte aligned, no empty dim."""
+    size = t.element_size()
+    return (t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(n > 0 for n in t.shape)
+            and all(s > 0 and s * size % 16 == 0 for s in t.stride()[:-1]))
+
+
+def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
+    """TMA descriptors of ``tensors`` ([B, H, L, D], tiles of ``block`` rows), or Nones where the
+    kernels load through pointers (no TMA on this device, or a tensor it cannot address)."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    use = TMA
+    if use is None:
+        use = not plan.interpret and torch.cuda.get_device_capability(tensors[0].device)[0] >= 9
+    if not (use and all(_tma_ok(t) for t in tensors)):
+        return [None] * len(tensors)
+    return [TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block, plan.d_pad]) for t in tensors]
+
+
 def _lists(lay, transposed: bool) -> dict:
     full, part = (lay.full_t, lay.partial_t) if transposed else (lay.full, lay.partial)
     return dict(FULL_OFFSETS=full.offsets, FULL_INDICES=full.indices, PART_OFFSETS=part.offsets,
@@ -72,9 +94,10 @@ def forward(plan: KernelPlan, q, k, v, scale: float):
     o = empty(q.shape, q.dtype, q.device)
     lse = empty((B, H, Lq), torch.float32, q.device)
     lay, cfg = plan.fwd_layout, plan.fwd
+    k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
     with _launching(plan, q.device):
         flash.attn_fwd[(lay.num_q_blocks * B * H,)](
-            Q=q, K=k, V=v, O=o, LSE=lse, **_lists(lay, False),
+            Q=q, K=k, V=v, O=o, LSE=lse, K_DESC=k_desc, V_DESC=v_desc, **_lists(lay, False),
             **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
             **_strides("o", o, "bhmd"), H=H, GROUP=H // k.shape[1], qk_scale=scale * LOG2E, MASK=mask,
             **_common(plan, q, cfg))
