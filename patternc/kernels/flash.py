@@ -71,13 +71,14 @@ def _tile(X, start, LEN, stride_m, stride_d, HEAD_DIM: tl.constexpr, D_PAD: tl.c
 
 
 @triton.jit
-def _kv_tile(X, DESC, off_b, off_h, start, LEN, stride_m, stride_d, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
-             BLOCK: tl.constexpr, TRANS: tl.constexpr):
-    """Rows [start, start + BLOCK) of the K or V head (off_b, off_h) at X, as `_tile` loads them, or
-    through the tensor memory accelerator when DESC (a [B, HKV, LEN, HEAD_DIM] descriptor of
-    block [1, 1, BLOCK, D_PAD]) is given: one copy instruction per tile, zeros past the edges."""
+def _rows(X, DESC, off_b, off_h, start, LEN, stride_m, stride_d, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
+          BLOCK: tl.constexpr, WIDE: tl.constexpr, TRANS: tl.constexpr):
+    """Rows [start, start + BLOCK) of the head (off_b, off_h) whose matrix is at X, as `_tile` loads
+    them, or through the tensor memory accelerator when DESC (a [B, H, LEN, HEAD_DIM] descriptor of
+    block [1, 1, BLOCK, D_PAD]) is given: one copy instruction per tile, zeros past the edges,
+    no pointer arithmetic (the registers it frees are what the dK/dV kernel was spilling)."""
     if DESC is None:
-        x = _tile(X, start, LEN, stride_m, stride_d, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK, WIDE=True, TRANS=TRANS)
+        x = _tile(X, start, LEN, stride_m, stride_d, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK, WIDE=WIDE, TRANS=TRANS)
     else:
         x = DESC.load([off_b, off_h, start, 0]).reshape(BLOCK, D_PAD)
         if TRANS:
@@ -136,8 +137,8 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
     """Online softmax over the key tiles INDICES[lo:hi]: update running max m, sum l, output acc."""
     for t in range(lo, hi):
         start_n = tl.load(INDICES + t) * BLOCK_N
-        k_t = _kv_tile(K, K_DESC, off_b, off_hk, start_n, KV_LEN, stride_kn, stride_kd,
-                       HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, TRANS=True)
+        k_t = _rows(K, K_DESC, off_b, off_hk, start_n, KV_LEN, stride_kn, stride_kd,
+                    HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
         qk = tl.dot(q, k_t, input_precision=DOT_PRECISION)  # unscaled: the scale folds into one FMA below
         if not (IS_FULL and EVEN_N):  # full tiles of an even length skip every mask
             tags = 0 if IS_FULL else tl.load(TAGS + t)
@@ -150,8 +151,8 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
         p = tl.math.exp2(qk * qk_scale - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _kv_tile(V, V_DESC, off_b, off_hk, start_n, KV_LEN, stride_vn, stride_vd,
-                     HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, TRANS=False)
+        v = _rows(V, V_DESC, off_b, off_hk, start_n, KV_LEN, stride_vn, stride_vd,
+                  HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=False)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -223,7 +224,7 @@ def attn_bwd_preprocess(O, DO, DLSE, DELTA,
 
 
 @triton.jit
-def _dkdv_tiles(dk, dv, k, v, Q, DO, LSE, DELTA, INDICES, TAGS, lo, hi, offs_n,
+def _dkdv_tiles(dk, dv, k, v, Q, DO, Q_DESC, DO_DESC, off_b, off_h, LSE, DELTA, INDICES, TAGS, lo, hi, offs_n,
                 stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                 MASK: tl.constexpr, IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                 D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
@@ -234,9 +235,9 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, LSE, DELTA, INDICES, TAGS, lo, hi, offs_n,
     for t in range(lo, hi):
         start_m = tl.load(INDICES + t) * BLOCK_M
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q_t = _tile(Q, start_m, Q_LEN, stride_qm, stride_qd,
+        q_t = _rows(Q, Q_DESC, off_b, off_h, start_m, Q_LEN, stride_qm, stride_qd,
                     HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=WIDE_ROWS, TRANS=True)
-        do = _tile(DO, start_m, Q_LEN, stride_dom, stride_dod,
+        do = _rows(DO, DO_DESC, off_b, off_h, start_m, Q_LEN, stride_dom, stride_dod,
                    HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=WIDE_ROWS, TRANS=False)
         lse, delta = _row_stats(LSE, DELTA, offs_m, Q_LEN)
         s_t = tl.dot(k, q_t, input_precision=DOT_PRECISION) * qk_scale  # [BLOCK_N, BLOCK_M]
@@ -254,7 +255,7 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, LSE, DELTA, INDICES, TAGS, lo, hi, offs_n,
 
 
 @triton.jit
-def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
+def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, Q_DESC, DO_DESC, PARAMS,
                   FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
                   stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                   stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
@@ -282,13 +283,13 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
         rows = (off_b * HKV * GROUP + off_h).to(tl.int64) * Q_LEN  # this head's LSE / delta
         Qh = _head(Q, off_b, off_h, stride_qb, stride_qh)
         DOh = _head(DO, off_b, off_h, stride_dob, stride_doh)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, Qh, DOh, LSE + rows, DELTA + rows, FULL_INDICES, PART_TAGS,
+        dk, dv = _dkdv_tiles(dk, dv, k, v, Qh, DOh, Q_DESC, DO_DESC, off_b, off_h, LSE + rows, DELTA + rows, FULL_INDICES, PART_TAGS,
                              tl.load(FULL_OFFSETS + kb), tl.load(FULL_OFFSETS + kb + 1), offs_n,
                              stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                              MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
                              BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION,
                              WIDE_ROWS=WIDE_ROWS)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, Qh, DOh, LSE + rows, DELTA + rows, PART_INDICES, PART_TAGS,
+        dk, dv = _dkdv_tiles(dk, dv, k, v, Qh, DOh, Q_DESC, DO_DESC, off_b, off_h, LSE + rows, DELTA + rows, PART_INDICES, PART_TAGS,
                              tl.load(PART_OFFSETS + kb), tl.load(PART_OFFSETS + kb + 1), offs_n,
                              stride_qm, stride_qd, stride_dom, stride_dod, Q_LEN, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                              MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
@@ -301,7 +302,7 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, PARAMS,
 
 
 @triton.jit
-def _dq_tiles(dq, q, do, lse, delta, K, V, INDICES, TAGS, lo, hi, offs_m,
+def _dq_tiles(dq, q, do, lse, delta, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, TAGS, lo, hi, offs_m,
               stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
               MASK: tl.constexpr, IS_FULL: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
               D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
@@ -309,9 +310,9 @@ def _dq_tiles(dq, q, do, lse, delta, K, V, INDICES, TAGS, lo, hi, offs_m,
     """Contributions of the key tiles INDICES[lo:hi] to this query block's dQ."""
     for t in range(lo, hi):
         start_n = tl.load(INDICES + t) * BLOCK_N
-        k_t = _tile(K, start_n, KV_LEN, stride_kn, stride_kd,
+        k_t = _rows(K, K_DESC, off_b, off_hk, start_n, KV_LEN, stride_kn, stride_kd,
                     HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
-        v_t = _tile(V, start_n, KV_LEN, stride_vn, stride_vd,
+        v_t = _rows(V, V_DESC, off_b, off_hk, start_n, KV_LEN, stride_vn, stride_vd,
                     HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
         qk = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
         p = tl.math.exp2(qk - lse[:, None])  # the forward's probabilities, recomputed
@@ -328,7 +329,7 @@ def _dq_tiles(dq, q, do, lse, delta, K, V, INDICES, TAGS, lo, hi, offs_m,
 
 
 @triton.jit
-def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, PARAMS,
+def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, K_DESC, V_DESC, PARAMS,
                 FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
                 stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                 stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
@@ -349,15 +350,16 @@ def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, PARAMS,
                HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
     rows = off_bh.to(tl.int64) * Q_LEN
     lse, delta = _row_stats(LSE + rows, DELTA + rows, offs_m, Q_LEN)
-    K = _head(K, off_b, off_h // GROUP, stride_kb, stride_kh)
-    V = _head(V, off_b, off_h // GROUP, stride_vb, stride_vh)
+    off_hk = off_h // GROUP
+    K = _head(K, off_b, off_hk, stride_kb, stride_kh)
+    V = _head(V, off_b, off_hk, stride_vb, stride_vh)
     dq = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
-    dq = _dq_tiles(dq, q, do, lse, delta, K, V, FULL_INDICES, PART_TAGS,
+    dq = _dq_tiles(dq, q, do, lse, delta, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
                    tl.load(FULL_OFFSETS + qb), tl.load(FULL_OFFSETS + qb + 1), offs_m,
                    stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                    MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD,
                    BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
-    dq = _dq_tiles(dq, q, do, lse, delta, K, V, PART_INDICES, PART_TAGS,
+    dq = _dq_tiles(dq, q, do, lse, delta, K, V, K_DESC, V_DESC, off_b, off_hk, PART_INDICES, PART_TAGS,
                    tl.load(PART_OFFSETS + qb), tl.load(PART_OFFSETS + qb + 1), offs_m,
                    stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                    MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD,

@@ -69,16 +69,16 @@ def _tma_ok(t: torch.Tensor) -> bool:
 
 
 def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
-    """TMA descriptors of ``tensors`` ([B, H, L, D], tiles of ``block`` rows), or Nones where the
-    kernels load through pointers (no TMA on this device, or a tensor it cannot address)."""
+    """TMA descriptors of ``tensors`` ([B, H, L, D], tiles of ``block`` rows), None for each one the
+    kernels load through pointers (no TMA on this device, or a tensor it cannot address, such as
+    the stride-0 gradient of a sum)."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
     use = TMA
     if use is None:
         use = not plan.interpret and torch.cuda.get_device_capability(tensors[0].device)[0] >= 9
-    if not (use and all(_tma_ok(t) for t in tensors)):
-        return [None] * len(tensors)
-    return [TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block, plan.d_pad]) for t in tensors]
+    return [TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block, plan.d_pad])
+            if use and _tma_ok(t) else None for t in tensors]
 
 
 def _lists(lay, transposed: bool) -> dict:
@@ -118,14 +118,18 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
             O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta,
             **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
             HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None)
+        q_desc, do_desc = _descriptors(plan, cfg.block_m, q, do)
         flash.attn_bwd_dkdv[(lay.num_kv_blocks * B * HKV,)](
-            Q=q, K=k, V=v, DO=do, DK=dk, DV=dv, LSE=lse, DELTA=delta, **_lists(lay, True),
+            Q=q, K=k, V=v, DO=do, DK=dk, DV=dv, LSE=lse, DELTA=delta, Q_DESC=q_desc, DO_DESC=do_desc,
+            **_lists(lay, True),
             **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
             **_strides("do", do, "bhmd"), **_strides("dk", dk, "bhnd"), **_strides("dv", dv, "bhnd"),
             HKV=HKV, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask,
             WIDE_ROWS=max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS, **common)
+        k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
         flash.attn_bwd_dq[(lay.num_q_blocks * B * H,)](
-            Q=q, K=k, V=v, DO=do, DQ=dq, LSE=lse, DELTA=delta, **_lists(lay, False),
+            Q=q, K=k, V=v, DO=do, DQ=dq, LSE=lse, DELTA=delta, K_DESC=k_desc, V_DESC=v_desc,
+            **_lists(lay, False),
             **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
             **_strides("do", do, "bhmd"), **_strides("dq", dq, "bhmd"),
             H=H, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask, **common)
