@@ -50,12 +50,25 @@ def main():
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--dump")
     ap.add_argument("--options", default="", help="attention_from options, k=v,k=v")
+    ap.add_argument("--profile", action="store_true", help="also time each kernel (torch.profiler, 5 steps)")
     args = ap.parse_args()
     for name in args.patterns.split(","):
         q, k, v = (torch.randn(2, 16, args.n, args.head_dim, device="cuda", dtype=torch.bfloat16,
                                requires_grad=True) for _ in range(3))
         options = {k: int(v) for k, v in (o.split("=") for o in args.options.split(",") if o)}
-        patternc.attention_from(PATTERNS.get(name, name), **options)(q, k, v).sum().backward()
+        attn = patternc.attention_from(PATTERNS.get(name, name), **options)
+        do = torch.randn_like(q)
+        torch.autograd.backward(attn(q, k, v), do)
+        if args.profile:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    torch.autograd.backward(attn(q, k, v), do)
+                torch.cuda.synchronize()
+            times = collections.defaultdict(float)
+            for e in prof.events():
+                if e.device_type == torch.autograd.DeviceType.CUDA and "attn" in e.name:
+                    times[e.name] += e.device_time / 5
+            print(f"{name}: " + ", ".join(f"{n} {t / 1e3:.3f} ms" for n, t in times.items()))
     flash = cache.kernels(False)
     for kname in ("attn_fwd", "attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq"):
         fn = getattr(flash, kname)

@@ -100,10 +100,12 @@ class KernelPlan:
     source: KernelSource  # the generated mask module of pattern.optimized
     fwd: TileConfig
     bwd: TileConfig
-    fwd_layout: BlockLayout  # at the forward tile, on the device
+    fwd_layout: BlockLayout  # at the forward tile (rows: fwd.block_m // pack queries), on the device
     bwd_layout: BlockLayout  # at the backward tile, on the device
     params: torch.Tensor  # int32 PARAMS, on the device
     random_slots: int
+    fwd_row_tiles: int  # the most tiles any query block of the forward layout visits
+    pack: int = 1  # query heads per forward program: the GQA group, or 1 (see `packing`)
 
     @property
     def interpret(self) -> bool:
@@ -124,15 +126,25 @@ class KernelPlan:
                 f"  {tile('forward ', self.fwd, self.fwd_layout)}\n  {tile('backward', self.bwd, self.bwd_layout)}")
 
 
+def packing(cfg: TileConfig, group: int) -> int:
+    """Query heads per forward program. With GQA (``group`` query heads per kv head) one program
+    takes a query block of the whole group, so K/V tiles are read once per group instead of once
+    per head: the win of decoding, where a head's few query rows use a sliver of each tile. The
+    tile's rows are then ``block_m // group`` queries of each head; at least 16 of them."""
+    return group if group > 1 and cfg.block_m % group == 0 and cfg.block_m // group >= 16 else 1
+
+
 def plan_for(pattern: Pattern, q_len: int, kv_len: int, q_offset: int | None, device: torch.device,
-             dtype: torch.dtype, head_dim: int, options: Options | None = None) -> KernelPlan:
-    """The plan for these shapes (from the one bounded cache, else built)."""
+             dtype: torch.dtype, head_dim: int, options: Options | None = None, group: int = 1) -> KernelPlan:
+    """The plan for these shapes (from the one bounded cache, else built); ``group``: query
+    heads per kv head."""
     q_offset = pattern.resolve(q_len, kv_len, q_offset).q_offset  # the one place that defaults it
-    return _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, tuple(sorted((options or {}).items())))
+    return _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, tuple(sorted((options or {}).items())),
+                 group)
 
 
 @functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
-def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options) -> KernelPlan:
+def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, group) -> KernelPlan:
     if abs(q_offset) + q_len + kv_len >= INT32_LIMIT:
         raise PatterncError(f"q_len={q_len}, kv_len={kv_len} and q_offset={q_offset} exceed the kernels' int32 "
                             f"positions (|q_offset| + q_len + kv_len must stay below 2**31)")
@@ -141,7 +153,12 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options) ->
                             "inaccurate; use float32 or float16 there, or a GPU")
     fwd, bwd = choose_tiles(device.type, dtype, head_dim, dict(options))
     ctx = pattern.resolve(q_len, kv_len, q_offset, optimized=True)
-    layouts = {b: build_layout(ctx, *b).to(device) for b in {(c.block_m, c.block_n) for c in (fwd, bwd)}}
+    pack = packing(fwd, group)
+    fwd_block = (fwd.block_m // pack, fwd.block_n)
+    layouts = {b: build_layout(ctx, *b) for b in {fwd_block, (bwd.block_m, bwd.block_n)}}
+    lay = layouts[fwd_block]
+    row_tiles = int((lay.full.counts + lay.partial.counts).max()) if lay.num_q_blocks else 0
+    layouts = {b: lay.to(device) for b, lay in layouts.items()}
     return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, generate(ctx.root),
-                      fwd, bwd, layouts[(fwd.block_m, fwd.block_n)], layouts[(bwd.block_m, bwd.block_n)],
-                      params(ctx).to(device), ctx.random_slots)
+                      fwd, bwd, layouts[fwd_block], layouts[(bwd.block_m, bwd.block_n)],
+                      params(ctx).to(device), ctx.random_slots, row_tiles, pack)

@@ -95,6 +95,37 @@ def test_64_bit_row_offsets_path(monkeypatch):
     run_case(LECTURE_SMALL, lq=50, lk=40, layout="blhd")
 
 
+@pytest.mark.parametrize("d, dtype", [(32, torch.float32), (24, torch.float16), (40, torch.float32)])
+def test_tensor_descriptor_path(monkeypatch, d, dtype):
+    """K/V (forward, dQ) and Q/dO (dK/dV) tiles through TMA descriptors, as Hopper GPUs run them;
+    the interpreter emulates the descriptors, zero padding past the rows and the head dim included."""
+    monkeypatch.setattr(launch, "TMA", True)
+    run_case(LECTURE_SMALL, lq=45, lk=70, d=d, dtype=dtype, hq=4, hkv=2)
+    run_case("(global(0:3) + window(left=20, right=0)) & causal", lq=50, lk=37, d=d, dtype=dtype, layout="blhd")
+
+
+@pytest.mark.parametrize("hq, hkv, block", [(4, 2, (32, 32)), (8, 2, (64, 32))])
+def test_grouped_heads_share_one_forward_program(hq, hkv, block):
+    """GQA: a forward program packs the query block of every head of a group into one tile (rows
+    interleaved by head) when block_m // group >= 16."""
+    plan = patternc.plan.plan_for(patternc.parse(LECTURE_SMALL), 45, 70, None, torch.device(DEVICE), torch.float32,
+                                  32, dict(block_m=block[0], block_n=block[1]), hq // hkv)
+    assert plan.pack == hq // hkv and plan.fwd_layout.block_m == block[0] // plan.pack
+    run_case(LECTURE_SMALL, lq=45, lk=70, hq=hq, hkv=hkv, b=2, block=block)
+    run_case("causal", lq=3, lk=100, hq=hq, hkv=hkv, block=block)  # decoding rows
+
+
+@pytest.mark.parametrize("splits", [2, 5])
+def test_split_rows_merge_through_the_lse(monkeypatch, splits):
+    """Decoding splits each forward row's key tiles over several programs (some get none) and
+    merges their outputs through the log-sum-exp: same output, LSE and gradients."""
+    monkeypatch.setattr(launch, "SPLITS", splits)
+    run_case(LECTURE_SMALL, lq=3, lk=150, hq=4, hkv=1)
+    run_case("global(3:5) & window(1)", lq=33, d=16)  # rows that attend nothing in every split
+    run_case("causal", lq=16, lk=200, q_offset=100)
+    run_case(LECTURE_SMALL, lq=2, lk=130, hq=4, hkv=2, block=(32, 32))  # packed GQA and split rows
+
+
 def test_generated_patterns():
     """Random pattern trees, fresh each run, each at a random shape."""
     rng = random.Random(random.randrange(2**31))

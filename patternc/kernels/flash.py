@@ -87,6 +87,16 @@ def _rows(X, DESC, off_b, off_h, start, LEN, stride_m, stride_d, HEAD_DIM: tl.co
 
 
 @triton.jit
+def _gather_rows(X, off_b, heads, offs_m, LEN, stride_b, stride_h, stride_m, stride_d,
+                 HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr):
+    """Row i = offs_m[r] of head heads[r] of batch off_b, for each tile row r; zero past LEN."""
+    d = tl.arange(0, D_PAD)
+    rows = off_b.to(tl.int64) * stride_b + heads.to(tl.int64) * stride_h + offs_m.to(tl.int64) * stride_m
+    ok = (offs_m < LEN)[:, None] & (d < HEAD_DIM)[None, :]
+    return tl.load(X + rows[:, None] + d[None, :] * stride_d, mask=ok, other=0.0)
+
+
+@triton.jit
 def _store_tile(X, start, LEN, stride_m, stride_d, value, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
                 BLOCK: tl.constexpr):
     """Store rows [start, start + BLOCK) of the [LEN, HEAD_DIM] matrix at X (those that exist)."""
@@ -162,42 +172,74 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
 def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
              stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
              stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
-             H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale,
+             H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale, SPLITS, stride_os, stride_ls,
              MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-             BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Forward: one program per (query block, batch x head) computes O and LSE of its rows."""
-    tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM)
-    qb, off_bh = _program(Q_LEN, BLOCK_M)
-    off_b = off_bh // H
-    off_h = off_bh % H
-    start_m = qb * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
-              HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
-    off_hk = off_h // GROUP
+             BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+             PACK: tl.constexpr):
+    """Forward: one program per (query block, batch x head) computes O and LSE of its rows.
+    PACK = GROUP (GQA): a program takes the query block of every head of one kv head's group,
+    its tile's rows interleaved (row r: head r % PACK, query r // PACK of a block of
+    BLOCK_M // PACK queries), so each K/V tile is read once for the group.
+    With SPLITS > 1 (decoding: few query blocks, long rows), SPLITS programs share a row's key
+    tiles, each writing its part's normalized O and LSE at O + split * stride_os and
+    LSE + split * stride_ls, merged afterwards through the log-sum-exp (patternc.ops.launch)."""
+    tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM and BLOCK_M % PACK == 0)
+    qb, rest = _program(Q_LEN, BLOCK_M // PACK)
+    split = rest % SPLITS
+    off_bh = rest // SPLITS  # (batch, head), or (batch, kv head) when packed
+    off_b = off_bh // (H // PACK)
+    if PACK == 1:
+        off_h = off_bh % H
+        off_hk = off_h // GROUP
+        start_m = qb * BLOCK_M
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
+                  HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
+    else:
+        off_hk = off_bh % (H // PACK)
+        r = tl.arange(0, BLOCK_M)
+        heads = off_hk * PACK + r % PACK  # each row's query head
+        offs_m = qb * (BLOCK_M // PACK) + r // PACK
+        q = _gather_rows(Q, off_b, heads, offs_m, Q_LEN, stride_qb, stride_qh, stride_qm, stride_qd,
+                         HEAD_DIM=HEAD_DIM, D_PAD=D_PAD)
     K = _head(K, off_b, off_hk, stride_kb, stride_kh)
     V = _head(V, off_b, off_hk, stride_vb, stride_vh)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
-    # Full tiles (no mask math), then partial tiles (the pattern decides pair by pair).
+    # Full tiles (no mask math), then partial tiles (the pattern decides pair by pair); this
+    # split's share of the row is the slice [lo, hi) of the two lists laid end to end.
+    full_lo, full_hi = tl.load(FULL_OFFSETS + qb), tl.load(FULL_OFFSETS + qb + 1)
+    part_lo, part_hi = tl.load(PART_OFFSETS + qb), tl.load(PART_OFFSETS + qb + 1)
+    n_full = full_hi - full_lo
+    lo = split * (n_full + part_hi - part_lo) // SPLITS
+    hi = (split + 1) * (n_full + part_hi - part_lo) // SPLITS
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
-                               tl.load(FULL_OFFSETS + qb), tl.load(FULL_OFFSETS + qb + 1), offs_m,
+                               full_lo + tl.minimum(lo, n_full), full_lo + tl.minimum(hi, n_full), offs_m,
                                stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                                MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
                                BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, PART_INDICES, PART_TAGS,
-                               tl.load(PART_OFFSETS + qb), tl.load(PART_OFFSETS + qb + 1), offs_m,
+                               part_lo + tl.maximum(lo - n_full, 0), part_lo + tl.maximum(hi - n_full, 0), offs_m,
                                stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
                                MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
                                BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
     # Rows that attended nothing: O = 0 and LSE = -inf.
     empty = l_i == 0.0
     l_use = tl.where(empty, 1.0, l_i)
-    _store_tile(_head(O, off_b, off_h, stride_ob, stride_oh), start_m, Q_LEN, stride_om, stride_od,
-                acc / l_use[:, None], HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M)
+    O = O + split.to(tl.int64) * stride_os
+    LSE = LSE + split.to(tl.int64) * stride_ls
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_use)) * LN2)
-    tl.store(LSE + off_bh.to(tl.int64) * Q_LEN + offs_m, lse, mask=offs_m < Q_LEN)
+    if PACK == 1:
+        _store_tile(_head(O, off_b, off_h, stride_ob, stride_oh), start_m, Q_LEN, stride_om, stride_od,
+                    acc / l_use[:, None], HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M)
+        tl.store(LSE + off_bh.to(tl.int64) * Q_LEN + offs_m, lse, mask=offs_m < Q_LEN)
+    else:
+        d = tl.arange(0, D_PAD)
+        rows = off_b.to(tl.int64) * stride_ob + heads.to(tl.int64) * stride_oh + offs_m.to(tl.int64) * stride_om
+        tl.store(O + rows[:, None] + d[None, :] * stride_od, (acc / l_use[:, None]).to(O.dtype.element_ty),
+                 mask=(offs_m < Q_LEN)[:, None] & (d < HEAD_DIM)[None, :])
+        tl.store(LSE + (off_b * H + heads).to(tl.int64) * Q_LEN + offs_m, lse, mask=offs_m < Q_LEN)
 
 
 # --------------------------------------------------------------------------- backward

@@ -8,6 +8,7 @@ patches module state while it runs and is not thread-safe.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 
 import torch
@@ -18,6 +19,8 @@ from ..plan import KernelPlan
 LOG2E = 1.4426950408889634
 WIDE_ROW_OFFSETS = 2**31  # row offsets from here on need 64-bit pointer math in the dK/dV loop
 TMA = None  # K/V tiles through the tensor memory accelerator: None = on CUDA GPUs that have it; tests set it
+SPLITS = None  # programs per forward row: None = chosen per call (`_splits`); tests set it
+MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
 _INTERPRETER = threading.Lock()
 
 
@@ -81,6 +84,23 @@ def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
             if use and _tma_ok(t) else None for t in tensors]
 
 
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _splits(plan: KernelPlan, programs: int, device: torch.device) -> int:
+    """How many programs share each forward row: 1, unless there are too few rows to fill the GPU
+    (decoding: a few queries against a long cache), then enough for about 8 programs per
+    multiprocessor, each with at least MIN_SPLIT_TILES key tiles."""
+    if SPLITS is not None:
+        return SPLITS
+    if plan.interpret:
+        return 1
+    want = -(-8 * _multiprocessors(device.index if device.index is not None else torch.cuda.current_device()) // programs)
+    return max(1, min(want, plan.fwd_row_tiles // MIN_SPLIT_TILES, 64))
+
+
 def _lists(lay, transposed: bool) -> dict:
     full, part = (lay.full_t, lay.partial_t) if transposed else (lay.full, lay.partial)
     return dict(FULL_OFFSETS=full.offsets, FULL_INDICES=full.indices, PART_OFFSETS=part.offsets,
@@ -90,18 +110,29 @@ def _lists(lay, transposed: bool) -> dict:
 def forward(plan: KernelPlan, q, k, v, scale: float):
     """O ``[B, H, Lq, D]`` in q's dtype and the natural-log LSE ``[B, H, Lq]`` (float32)."""
     flash, mask = _kernels(plan)
-    B, H, Lq, _ = q.shape
-    o = empty(q.shape, q.dtype, q.device)
-    lse = empty((B, H, Lq), torch.float32, q.device)
+    B, H, Lq, D = q.shape
     lay, cfg = plan.fwd_layout, plan.fwd
+    programs = lay.num_q_blocks * B * H // plan.pack
+    splits = _splits(plan, programs, q.device)
+    if splits == 1:
+        o = empty(q.shape, q.dtype, q.device)
+        lse = empty((B, H, Lq), torch.float32, q.device)
+    else:  # each split's normalized output and LSE, in fp32, merged below
+        o = empty((splits, B, H, Lq, D), torch.float32, q.device)
+        lse = empty((splits, B, H, Lq), torch.float32, q.device)
     k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
     with _launching(plan, q.device):
-        flash.attn_fwd[(lay.num_q_blocks * B * H,)](
+        flash.attn_fwd[(programs * splits,)](
             Q=q, K=k, V=v, O=o, LSE=lse, K_DESC=k_desc, V_DESC=v_desc, **_lists(lay, False),
             **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
-            **_strides("o", o, "bhmd"), H=H, GROUP=H // k.shape[1], qk_scale=scale * LOG2E, MASK=mask,
-            **_common(plan, q, cfg))
-    return o, lse
+            **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H, GROUP=H // k.shape[1],
+            qk_scale=scale * LOG2E, SPLITS=splits, stride_ls=lse.view(splits, B * H * Lq).stride(0),
+            PACK=plan.pack, MASK=mask, **_common(plan, q, cfg))
+    if splits == 1:
+        return o, lse
+    total = torch.logsumexp(lse, 0)  # -inf where no split attended anything
+    weight = torch.where(lse == float("-inf"), 0.0, torch.exp(lse - total))
+    return (weight.unsqueeze(-1) * o).sum(0).to(q.dtype), total
 
 
 def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):

@@ -50,7 +50,7 @@ def _use_kernels(q: torch.Tensor, backend: str) -> bool:
 
 def _plan(q, k, pattern: str, q_offset, options: str):
     return plan_for(_pattern(pattern), q.shape[2], k.shape[2], q_offset, q.device, q.dtype, q.shape[3],
-                    json.loads(options))
+                    json.loads(options), q.shape[1] // k.shape[1])
 
 
 @torch.library.custom_op("patternc::attention", mutates_args=())
