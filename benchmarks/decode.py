@@ -4,7 +4,8 @@
 
 B=8, 32 query heads / 8 kv heads, D=128, bf16 (issue 8's decoding row). For each pattern and
 (Lq, Lk): patternc's forward time (median of triton.testing.do_bench), FlexAttention (compiled,
-same BlockMask semantics) and SDPA (dense, the whole cache: what a user without a sparse kernel
+same BlockMask semantics), patternc inside `torch.compile(mode="reduce-overhead")` (CUDA
+graphs: no per-call Python or launch overhead), and SDPA (dense, the whole cache: what a user without a sparse kernel
 runs), and the floor: the K/V bytes the layout touches, read once, at the copy bandwidth this GPU
 measures (a device-to-device copy of 2 GiB: bytes read + bytes written, over time). ratio =
 time / floor; the target is <= 1.25. Outputs are checked against SDPA with the pattern's dense mask first.
@@ -64,8 +65,9 @@ def main():
     lines = [f"$ python {' '.join(sys.argv)}",
              f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; "
              f"B={B} Hq={HQ} Hkv={HKV} D={D} bf16; copy bandwidth {bw / 1e9:.0f} GB/s (read + write)", "",
-             "| pattern | Lq | Lk | touched MB | floor us | patternc us | flex us | sdpa (dense) us | patternc / floor | flex / patternc | check |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| pattern | Lq | Lk | touched MB | floor us | patternc us | patternc graphed us | flex us | sdpa (dense) us "
+             "| patternc / floor | graphed / floor | flex / patternc | check |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for name in args.only.split(","):
         p = patternc.parse(PATTERNS[name])
@@ -89,12 +91,22 @@ def main():
                 except Exception as exc:  # noqa: BLE001
                     print(f"flex {name} {lq} {lk}: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
                     t_fx = float("nan")
+                try:
+                    graphed = torch.compile(attn, mode="reduce-overhead", fullgraph=True)
+                    for _ in range(3):
+                        graphed(q, k, v)
+                    t_gr = triton.testing.do_bench(lambda: graphed(q, k, v), warmup=25, rep=100,
+                                                   return_mode="median") * 1e3
+                except Exception as exc:  # noqa: BLE001
+                    print(f"graphed {name} {lq} {lk}: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
+                    t_gr = float("nan")
                 t_sd = triton.testing.do_bench(
                     lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True),
                     warmup=25, rep=100, return_mode="median") * 1e3
                 mb = touched_bytes(p, lq, lk, plan.fwd.block_n, plan.fwd.block_m) / 1e6
-                line = (f"| {name} | {lq} | {lk} | {mb:.1f} | {floor:.1f} | {t_pc:.1f} | {t_fx:.1f} | {t_sd:.1f} | "
-                        f"{t_pc / floor:.2f} | {t_fx / t_pc:.2f} | {'ok' if ok < 2e-2 else 'FAIL'} {ok:.1e} |")
+                line = (f"| {name} | {lq} | {lk} | {mb:.1f} | {floor:.1f} | {t_pc:.1f} | {t_gr:.1f} | {t_fx:.1f} | "
+                        f"{t_sd:.1f} | {t_pc / floor:.2f} | {t_gr / floor:.2f} | {t_fx / t_pc:.2f} | "
+                        f"{'ok' if ok < 2e-2 else 'FAIL'} {ok:.1e} |")
                 lines.append(line)
                 print(line, flush=True)
                 del q, k, v, mask
