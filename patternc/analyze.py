@@ -41,14 +41,14 @@ from dataclasses import dataclass
 import torch
 
 from .errors import PatterncError
-from .layout import CSR, BlockLayout, build_layout
+from .layout import CSR, BlockLayout, Grid, build_layout
 from .resolve import Resolved
 
 TOKEN_LEVEL_LIMIT = 8192  # largest N analyzed token by token (N x N bools: 64 MB)
 BLOCK = 128  # tokens per node of the block-level graph, and the tile of `tile_fraction`
 _TILE = 64  # tile of the pull step's block-sparse product
 _PUSH_COST = 2048  # a pushed pair costs about this many of the pull's multiply-adds (measured, 2-core CPU)
-_CHUNK = 1 << 22  # elements handled at once (pushed pairs, evaluated mask pairs, pulled columns x rows)
+_CHUNK = 1 << 22  # elements handled at once (pushed pairs, pulled columns x rows)
 
 
 @dataclass(frozen=True)
@@ -127,13 +127,11 @@ def keys_per_query(ctx: Resolved, layout: BlockLayout) -> torch.Tensor:
     qb, kb = _entries(layout.full)
     per_block = torch.zeros(nq, dtype=torch.int64).index_add_(0, qb, torch.clamp(ctx.kv_len - kb * bn, max=bn))
     keys = per_block.repeat_interleave(bm)
+    grid = Grid(ctx, bm, bn)
     qb, kb = _entries(layout.partial)
-    chunk = max(1, _CHUNK // (bm * bn))
-    for start in range(0, qb.numel(), chunk):
-        i = (qb[start : start + chunk] * bm).view(-1, 1, 1) + torch.arange(bm).view(1, -1, 1)
-        j = (kb[start : start + chunk] * bn).view(-1, 1, 1) + torch.arange(bn).view(1, 1, -1)
-        attends = ctx.mask(i, j) & (i < ctx.q_len) & (j < ctx.kv_len)
-        keys.index_add_(0, i.flatten(), attends.sum(2).flatten())
+    for ids, attends, _ in grid.tile_masks(ctx.root, qb * grid.nk + kb):
+        rows = (ids // grid.nk * bm).view(-1, 1) + torch.arange(bm)
+        keys.index_add_(0, rows.flatten(), attends.sum(2).flatten())
     return keys[: ctx.q_len]
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from .source import Source, Span
 
+MESSAGE_LIMIT = 400  # characters of a message; longer ones are cut in the middle
+
 
 class PatterncError(ValueError):
     """Bad pattern text, bad arguments or bad tensors.
@@ -24,6 +26,8 @@ class PatterncError(ValueError):
     """
 
     def __init__(self, message: str, *, source: Source | None = None, span: Span | None = None):
+        if len(message) > MESSAGE_LIMIT:  # it echoes a huge name or number: keep both ends
+            message = f"{message[: MESSAGE_LIMIT // 2]} ... {message[-MESSAGE_LIMIT // 4 :]}"
         self.message = message
         self.span = span if source is not None else None
         self._source = source

@@ -63,8 +63,8 @@ def chunked_attention(q, k, v, ctx: Resolved, scale: float, budget: int = 1 << 2
     j = torch.arange(Lk, device=q.device).unsqueeze(0)
 
     def chunk(qc, i0):
-        i = torch.arange(i0, i0 + qc.shape[2], device=q.device).unsqueeze(1)
-        o, lse = masked_attention(qc.to(math_dtype), k.to(math_dtype), v.to(math_dtype), ctx.mask(i, j), scale)
+        mask = ctx.rows(i0, i0 + qc.shape[2]).mask(torch.arange(qc.shape[2], device=q.device).unsqueeze(1), j)
+        o, lse = masked_attention(qc.to(math_dtype), k.to(math_dtype), v.to(math_dtype), mask, scale)
         return o.to(q.dtype), lse.float()
 
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
@@ -95,8 +95,8 @@ def chunked_attention_backward(q, k, v, o, lse, do, dlse, ctx: Resolved, scale: 
     for i0 in range(0, Lq, rows):
         sl = slice(i0, i0 + rows)
         qc, doc = q[:, :, sl].to(math_dtype), do[:, :, sl].to(math_dtype)
-        i = torch.arange(i0, i0 + qc.shape[2], device=q.device).unsqueeze(1)
-        s = (qc @ ke.transpose(-1, -2) * scale).masked_fill(~ctx.mask(i, j), -math.inf)
+        mask = ctx.rows(i0, i0 + qc.shape[2]).mask(torch.arange(qc.shape[2], device=q.device).unsqueeze(1), j)
+        s = (qc @ ke.transpose(-1, -2) * scale).masked_fill(~mask, -math.inf)
         p = torch.exp(s - lse[:, :, sl, None])
         ds = p * (doc @ ve.transpose(-1, -2) - delta[:, :, sl, None])
         dq[:, :, sl] = ds @ ke * scale

@@ -17,6 +17,8 @@ from .errors import PatterncError, require_int
 from .ir import Intersect, Node, Union, walk
 from .source import Source
 
+_CHUNK = 1 << 22  # (query, key) pairs of `dense_mask` computed at once
+
 
 class Resolved:
     """``root`` at ``(q_len, kv_len, q_offset)``: component values computed once, on demand.
@@ -74,8 +76,18 @@ class Resolved:
             return functools.reduce(combine, (self.mask(i, j, t) for t in node.terms))
         return node.attends(self, i, p, j)
 
+    def rows(self, start: int, stop: int) -> Resolved:
+        """This pattern for the query rows ``start .. stop - 1`` alone (its row 0 is row ``start``):
+        its values cover only those rows, so a random table and its lookup table shrink with them."""
+        return Resolved(self.root, stop - start, self.kv_len, self.q_offset + start, self.source)
+
     def dense_mask(self, device="cpu") -> torch.Tensor:
-        """``BoolTensor[q_len, kv_len]``: the golden definition."""
-        i = torch.arange(self.q_len, device=device).unsqueeze(1)
+        """``BoolTensor[q_len, kv_len]``: the golden definition, computed for a few rows at a time
+        (`rows`), so that no intermediate is larger than the mask."""
+        out = torch.empty(self.q_len, self.kv_len, dtype=torch.bool, device=device)
         j = torch.arange(self.kv_len, device=device).unsqueeze(0)
-        return self.mask(i, j).expand(self.q_len, self.kv_len)
+        step = max(1, _CHUNK // self.kv_len)
+        for start in range(0, self.q_len, step):
+            part = self.rows(start, min(start + step, self.q_len))
+            out[start : start + part.q_len] = part.mask(torch.arange(part.q_len, device=device).unsqueeze(1), j)
+        return out

@@ -7,6 +7,7 @@ Every later stage points back into the text through a `Span` (character offsets)
 from __future__ import annotations
 
 import bisect
+import unicodedata
 from dataclasses import dataclass, field
 
 
@@ -47,13 +48,16 @@ class Source:
 
     def excerpt(self, span: Span) -> str:
         """The span's first line, and carets under the span (at least one caret). Tabs show as
-        one space each (so carets line up); lines longer than `EXCERPT` characters are cut
-        around the span, with ``...`` where text was left out."""
+        one space each and other control, format and surrogate characters as ``?`` (so carets
+        line up, and no terminal is reset or reversed); lines longer than `EXCERPT` characters
+        are cut around the span, with ``...`` where text was left out."""
         line, col = self.position(span.start)
-        text = self.line_text(line).replace("\t", " ")
+        text = self.line_text(line)
         width = max(1, min(span.end - span.start, len(text) - col + 1))
         start = max(0, min(col - 1 - EXCERPT // 4, len(text) - EXCERPT)) if len(text) > EXCERPT else 0
-        shown = ("..." if start else "") + text[start : start + EXCERPT] + ("..." if start + EXCERPT < len(text) else "")
+        shown = "".join(" " if ch == "\t" else "?" if unicodedata.category(ch)[0] == "C" else ch
+                        for ch in text[start : start + EXCERPT])
+        shown = ("..." if start else "") + shown + ("..." if start + EXCERPT < len(text) else "")
         gutter = f"{line:>4} | "
         caret = len(gutter) + (3 if start else 0) + col - 1 - start
         width = min(width, start + EXCERPT - (col - 1))

@@ -172,21 +172,24 @@ def run_cli(capsys, *argv):
 
 # ------------------------------------------------------------ golden kernels
 def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.float32, block=(16, 16),
-             use_lse_grad=True, layout="bhld", q_offset=None):
-    """Forward + backward through attention_from and the float64 reference; assert closeness."""
+             use_lse_grad=True, layout="bhld", q_offset=None, magnitude=1.0):
+    """Forward + backward through attention_from and the float64 reference; assert closeness.
+    ``magnitude`` scales q and k (logits grow with its square: 100 gives logits of +-1e4, where
+    gradients are ill-conditioned in any precision, so only the forward pass is compared and
+    the gradients must be finite)."""
     lk = lq if lk is None else lk
     hkv = hq if hkv is None else hkv
     seed = random.randrange(2**31)
     gen = torch.Generator().manual_seed(seed)
     p = patternc.parse(pattern) if isinstance(pattern, str) else pattern
 
-    def make(h, n):
-        x = torch.randn(b, h, n, d, generator=gen, dtype=torch.float32)
+    def make(h, n, magnitude=1.0):
+        x = torch.randn(b, h, n, d, generator=gen, dtype=torch.float32) * magnitude
         if layout == "blhd":  # non-contiguous: stored [B, L, H, D], viewed as [B, H, L, D]
             x = x.transpose(1, 2).contiguous().transpose(1, 2)
         return x.to(DEVICE, dtype).requires_grad_()
 
-    q, k, v = make(hq, lq), make(hkv, lk), make(hkv, lk)
+    q, k, v = make(hq, lq, magnitude), make(hkv, lk, magnitude), make(hkv, lk)
     scale = random.choice([None, 0.3])
     attn = patternc.attention_from(p, backend="kernels", **(dict(block_m=block[0], block_n=block[1]) if block else {}))
     out, lse = attn(q, k, v, scale=scale, return_lse=True, q_offset=q_offset)
@@ -201,10 +204,15 @@ def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.flo
     ref_grads = torch.autograd.grad((ref_out, ref_lse) if use_lse_grad else (ref_out,), leaves,
                                     (d_out.double(), d_lse.double()) if use_lse_grad else (d_out.double(),))
     tol = TOL[dtype]
-    where = f"{p} lq={lq} lk={lk} q_offset={q_offset} d={d} hq={hq} hkv={hkv} {dtype} blocks={block} seed={seed}"
+    where = (f"{p} lq={lq} lk={lk} q_offset={q_offset} d={d} b={b} hq={hq} hkv={hkv} {dtype} blocks={block} "
+             f"magnitude={magnitude} seed={seed}")
     assert out.dtype == dtype and out.shape == q.shape and lse.dtype == torch.float32
-    for name, got, ref in [("O", out, ref_out), ("dQ", grads[0], ref_grads[0]),
-                           ("dK", grads[1], ref_grads[1]), ("dV", grads[2], ref_grads[2])]:
+    compared = [("O", out, ref_out), ("dQ", grads[0], ref_grads[0]), ("dK", grads[1], ref_grads[1]),
+                ("dV", grads[2], ref_grads[2])]
+    if magnitude != 1.0:  # near one-hot softmax: dS is a difference of nearly equal terms in any precision
+        assert all(torch.isfinite(g).all() for g in grads), f"non-finite gradients for {where}"
+        compared = compared[:1]
+    for name, got, ref in compared:
         err = rel_err(got, ref)
         assert err <= tol, f"{name} relative error {err:.2e} > {tol:.0e} for {where}"
     finite = torch.isfinite(ref_lse)
@@ -213,7 +221,6 @@ def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.flo
     print(f"ok  {where}  " + "  ".join(f"{n}={rel_err(g, r):.1e}" for n, g, r in
           [("O", out, ref_out), ("dQ", grads[0], ref_grads[0]), ("dK", grads[1], ref_grads[1]), ("dV", grads[2], ref_grads[2])]))
     return out, lse, grads
-
 
 
 # ------------------------------------------------------- hypothesis strategies

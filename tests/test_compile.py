@@ -10,17 +10,26 @@ import patternc
 PATTERN = "global(first) + window(left=6, right=2) + random(1, block=8)"
 
 
-def _args(lq=24, lk=30, hq=4, hkv=2, d=16, backend="reference", q_offset=None):
+def _args(lq=24, lk=30, hq=4, hkv=2, d=16, backend="reference", q_offset=None, transposed=False):
     gen = torch.Generator().manual_seed(lq * 1000 + lk)
-    q = torch.randn(2, hq, lq, d, generator=gen, requires_grad=True)
-    k, v = (torch.randn(2, hkv, lk, d, generator=gen, requires_grad=True) for _ in range(2))
+
+    def make(h, n):  # transposed: stored [B, L, H, D] and viewed as [B, H, L, D], as models do
+        x = torch.randn(2, n, h, d, generator=gen).transpose(1, 2) if transposed else torch.randn(2, h, n, d, generator=gen)
+        return x.requires_grad_()
+
+    q, k, v = make(hq, lq), make(hkv, lk), make(hkv, lk)
     text = str(patternc.parse(PATTERN))
     return (q, k, v, text, 0.3, q_offset, backend, "{}")
 
 
-@pytest.mark.parametrize("backend,q_offset", [("reference", None), ("reference", 5), ("kernels", None)])
-def test_opcheck(backend, q_offset):
-    torch.library.opcheck(torch.ops.patternc.attention.default, _args(backend=backend, q_offset=q_offset))
+@pytest.mark.parametrize("backend,q_offset,transposed", [("reference", None, False), ("reference", 5, False),
+                                                        ("kernels", None, False), ("reference", None, True),
+                                                        ("kernels", None, True)])
+def test_opcheck(backend, q_offset, transposed):
+    """Fake and real implementations agree on shapes *and strides* (inductor asserts them: a
+    transposed q once failed a compiled backward on the GPU)."""
+    torch.library.opcheck(torch.ops.patternc.attention.default,
+                          _args(backend=backend, q_offset=q_offset, transposed=transposed))
 
 
 class TinyBlock(torch.nn.Module):
@@ -58,3 +67,27 @@ def test_compiled_model_fullgraph_recompiles_at_most_once_for_new_lengths():
         assert torch.allclose(g_compiled, g_eager, atol=1e-4), n
     assert 1 <= len(graphs) <= 2, len(graphs)
     assert any("patternc.attention" in str(gm.graph) for gm in graphs)
+
+
+@pytest.mark.parametrize("backend", ["reference", "kernels"])
+@pytest.mark.parametrize("op", ["attention", "attention_backward"])
+def test_fake_and_real_outputs_have_the_same_strides(backend, op):
+    """Inductor asserts that a custom op's outputs have the strides its fake promised: a
+    compiled backward over a transposed q (the usual [B, L, H, D] view) once failed on the GPU."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    q, k, v, text, scale, q_offset, _, options = _args(backend=backend, transposed=True)
+    if op == "attention":
+        args = (q, k, v, text, scale, q_offset, backend, options)
+    else:
+        o, lse = torch.ops.patternc.attention(q, k, v, text, scale, q_offset, backend, options)
+        args = (q, k, v, o, lse, torch.randn(o.shape).transpose(1, 2).contiguous().transpose(1, 2), None,
+                text, scale, q_offset, backend, options)
+    fn = getattr(torch.ops.patternc, op).default
+    args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    real = fn(*args)
+    mode = FakeTensorMode()
+    fakes = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+    with mode:
+        fake = fn(*fakes)
+    assert [t.stride() for t in real] == [t.stride() for t in fake]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import patternc
-from helpers import DEVICE, EXAMPLES, EXAMPLES_DIR, dense_attention, rel_err, run_case
+from helpers import DEVICE, EXAMPLES, EXAMPLES_DIR, TOL, dense_attention, rel_err, run_case
 from patternc.kernels import cache, emit
 from patternc.ops import launch
 from patternc.reference import chunked_attention
@@ -126,31 +126,84 @@ def test_split_rows_merge_through_the_lse(monkeypatch, splits):
     run_case(LECTURE_SMALL, lq=2, lk=130, hq=4, hkv=2, block=(32, 32))  # packed GQA and split rows
 
 
-def test_generated_patterns():
-    """Random pattern trees, fresh each run, each at a random shape."""
-    rng = random.Random(random.randrange(2**31))
+# ------------------------------------------------------------------ property sweep
+SWEEP_N = int(os.environ.get("PATTERNC_SWEEP_N", "12"))  # cases; PATTERNC_SWEEP_N=2000 on a GPU
+SWEEP_SEED = int(os.environ.get("PATTERNC_SWEEP_SEED", random.randrange(2**31)))
+GPU = DEVICE == "cuda"
 
-    def atom():
+
+def random_pattern(rng, depth=3):
+    """A random tree over every component (global selectors that fit any length)."""
+    if depth == 0 or rng.random() < 0.3:
         kind = rng.choice(["global", "window", "window2", "random", "causal", "all"])
         if kind == "global":
-            return f"global({rng.choice(['first', 'eos', '1', '-2', '0:3', '-4:', ':2'])})"
+            return f"global({', '.join(rng.sample(['first', 'eos', '0:3', '-4:', ':2', '1:-1', '5:9'], rng.randint(1, 2)))})"
         if kind == "window":
-            return f"window({rng.choice([1, 3, 9, 31])})"
+            return f"window({rng.choice([1, 3, 9, 31, 129])})"
         if kind == "window2":
-            return f"window(left={rng.randrange(0, 40)}, right={rng.randrange(0, 40)})"
+            return f"window(left={rng.randrange(0, 60)}, right={rng.randrange(0, 60)})"
         if kind == "random":
-            return f"random({rng.randrange(1, 4)}, block={rng.choice([1, 4, 16, 20])}, seed={rng.randrange(100)})"
+            return f"random({rng.randrange(1, 4)}, block={rng.choice([1, 4, 16, 20, 64])}, seed={rng.randrange(100)})"
         return kind
+    return f"({random_pattern(rng, depth - 1)} {rng.choice(['+', '&'])} {random_pattern(rng, depth - 1)})"
 
-    def expr(depth):
-        if depth == 0 or rng.random() < 0.3:
-            return atom()
-        return f"({expr(depth - 1)} {rng.choice(['+', '&'])} {expr(depth - 1)})"
 
-    for _ in range(6):
-        text = expr(3)
-        lq, lk = rng.choice([(33, 33), (40, 70), (70, 40), (64, 64)])
-        run_case(text, lq=lq, lk=lk, d=rng.choice([16, 32]), dtype=rng.choice([torch.float32, torch.float16]))
+def sweep_case(rng):
+    """A random pattern at a random shape: odd lengths, Lq != Lk both ways, query offsets that
+    leave rows with no keys, GQA, B or H of 1, head dims that are not powers of two, and logits
+    of +-1e4 (``magnitude`` 100). On a GPU: 10x longer, bf16 too, head dims to 256, default tiles."""
+    pattern, q_offset = random_pattern(rng), None
+    longest = 2000 if GPU else 100
+    lq, lk = rng.randint(1, longest), rng.randint(1, longest)
+    if rng.random() < 0.2:  # the first rows precede every key: no keys at all under `& causal`
+        pattern, q_offset = f"({pattern}) & causal", -rng.randint(1, lq)
+    elif rng.random() < 0.2:
+        q_offset = rng.randint(-lq, lk)
+    hq, hkv = rng.choice([(1, 1), (2, 1), (3, 3), (4, 2), (6, 3), (8, 1)])
+    dtypes = [torch.float32, torch.float16] + ([torch.bfloat16] if GPU else [])
+    return dict(pattern=pattern, lq=lq, lk=lk, q_offset=q_offset, hq=hq, hkv=hkv, b=rng.choice([1, 2]),
+                d=rng.choice([8, 24, 40, 64, 80] + ([96, 128, 192, 256] if GPU else [])), dtype=rng.choice(dtypes),
+                block=rng.choice([None, (16, 16), (32, 16), (16, 32), (32, 32)]) if not GPU else None,
+                magnitude=100.0 if rng.random() < 0.1 else 1.0)
+
+
+# logits of 1e4: the backward recomputes exp2 before masking; tl.where discards the masked infinities
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp2:RuntimeWarning")
+def test_property_sweep():
+    """Random patterns x random shapes through `attention_from(..., backend="kernels")` against
+    float64 dense attention, forward and all gradients (`run_case`); SWEEP_N cases, a fresh seed
+    each run (PATTERNC_SWEEP_SEED repeats one)."""
+    rng = random.Random(SWEEP_SEED)
+    for n in range(SWEEP_N):
+        case = sweep_case(rng)
+        try:
+            run_case(**case)
+        except AssertionError as exc:
+            raise AssertionError(f"sweep case {n} of PATTERNC_SWEEP_SEED={SWEEP_SEED}: {case}\n{exc}") from None
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning")  # the interpreter's numpy max
+def test_nan_inputs_reach_only_the_rows_that_attend_them():
+    """A NaN key poisons exactly the rows that attend it, a NaN query its own row (if it attends
+    anything); every other row is exact, and rows that attend nothing stay 0."""
+    rng = random.Random(SWEEP_SEED)
+    for _ in range(max(2, SWEEP_N // 4)):
+        case = sweep_case(rng)
+        p = patternc.parse(case["pattern"])
+        b, hq, hkv, lq, lk, d, dtype = (case[k] for k in ("b", "hq", "hkv", "lq", "lk", "d", "dtype"))
+        q, k, v = (torch.randn(b, h, n, d).to(DEVICE, dtype) for h, n in ((hq, lq), (hkv, lk), (hkv, lk)))
+        bad_query, bad_key = rng.randrange(lq), rng.randrange(lk)
+        q[:, :, bad_query], k[:, :, bad_key] = float("nan"), float("nan")
+        attn = patternc.attention_from(p, backend="kernels", **dict(zip(("block_m", "block_n"), case["block"] or ())))
+        out, lse = attn(q, k, v, return_lse=True, q_offset=case["q_offset"])
+        mask = p.dense_mask(lq, lk, device=DEVICE, q_offset=case["q_offset"])
+        poisoned = mask[:, bad_key].clone()
+        poisoned[bad_query] |= mask[bad_query].any()
+        ref, _ = dense_attention(q, k, v, mask, d ** -0.5)
+        where = f"{case} NaN query {bad_query}, NaN key {bad_key}"
+        for got in (out, ref, lse.unsqueeze(-1)):
+            assert torch.equal(got.isnan().any(-1), poisoned.expand(b, hq, lq)), where
+        assert rel_err(out[:, :, ~poisoned], ref[:, :, ~poisoned]) <= TOL[dtype], where
 
 
 def test_same_structure_shares_one_kernel_module():

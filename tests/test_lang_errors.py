@@ -222,10 +222,43 @@ def test_carets_line_up_after_tabs():
     assert err.splitlines()[1].endswith(" window(3) +  windw(5)")
 
 
-def test_megabyte_lines_are_cut_around_the_error():
-    text = "window(3) + " * 100_000 + "windw(5)"
+def test_excerpts_show_control_format_and_surrogate_characters_as_question_marks():
+    """Regression (found by tests/test_fuzz.py): a lone surrogate (what `-e` gets from bytes that
+    are not UTF-8) in the excerpt made printing the error fail, and a right-to-left override
+    reversed the terminal's line. They show as '?', one column each, so carets still line up."""
+    for bad in ("\x00", "\u202e", "\udcff"):
+        with pytest.raises(PatterncError) as info:
+            parse(f"window(3) +{bad}\u202e\udcff\x00 windw(5)")
+        _, shown, carets = str(info.value).encode("utf-8").decode().split("\n")
+        assert shown.endswith("window(3) +???? windw(5)") and carets.index("^") == shown.index("?")
+
+
+def test_long_lines_are_cut_around_the_error():
+    text = "window(3) + " * 20_000 + "windw(5)"
     err = assert_error_shape(text, 1, len(text) - 7)
     assert len(err) < 400 and "..." in err
+
+
+def test_megabyte_texts_are_refused_before_parsing():
+    """Regression (found by tests/test_fuzz.py): a megabyte of definitions took 16 s to parse
+    before its first error was reported; texts past the limit are refused at once."""
+    from patternc.lang.api import MAX_TEXT
+
+    text = "a = window(3)\n" * 80_000 + "a"
+    with pytest.raises(PatterncError, match=rf"too long: {len(text)} characters \(limit {MAX_TEXT}\)") as info:
+        parse(text)
+    line, column = divmod(MAX_TEXT, len("a = window(3)\n"))
+    assert (info.value.line, info.value.column) == (line + 1, column + 1)  # the first character past the limit
+    assert parse("# " + "x" * (MAX_TEXT - 9) + "\ncausal") == parse("causal")  # at the limit: parsed
+
+
+@pytest.mark.parametrize("text", ["a" * 200_000, "window(" + "9" * 200_000 + ")", "window(" + "l" * 200_000 + "=3)"])
+def test_messages_never_echo_huge_names_or_numbers(text):
+    """Regression (found by tests/test_fuzz.py): an unknown 200,000-character name came back in
+    the message whole; messages are cut in the middle past 400 characters."""
+    with pytest.raises(PatterncError) as info:
+        parse(text)
+    assert len(info.value.message) <= 400 and " ... " in info.value.message and len(str(info.value)) < 800
 
 
 def assert_error_shape(text, line, column):

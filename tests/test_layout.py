@@ -1,13 +1,20 @@
 """`BlockLayout` against the block classification of the dense mask, for many patterns,
 odd lengths and unequal block sizes; plus its CSR invariants, density and printing."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import torch
 
 import patternc
-from helpers import PATTERNS, block_classes, programs
+from helpers import EXAMPLES_DIR, PATTERNS, block_classes, programs, run_cli
+from patternc import resolve
+from patternc.components import random as random_component
+from patternc.layout import Grid, build
 from patternc.optimize import merge_bands
 
 SHAPES = [(1, 1), (7, 7), (33, 70), (70, 33), (77, 77), (130, 45)]
@@ -134,3 +141,77 @@ def test_layout_property_any_pattern_any_shape(program, lq, lk, bm, bn):
     assert torch.equal(lay.to_dense(), block_classes(mask, bm, bn))
     assert lay.attended_pairs == int(mask.sum())
     _check_csr_invariants(lay)
+
+
+def _tile_sums(mask, bm, bn):
+    """int64 [nq * nk]: the attending pairs of each tile of a dense mask."""
+    lq, lk = mask.shape
+    padded = torch.zeros(-(-lq // bm) * bm, -(-lk // bn) * bn, dtype=torch.int64)
+    padded[:lq, :lk] = mask
+    return padded.view(padded.shape[0] // bm, bm, -1, bn).sum((1, 3)).view(-1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(programs(), st.integers(1, 60), st.integers(1, 60), st.sampled_from([None, -7, 0, 5, 40]),
+       st.sampled_from([1, 3, 4, 8, 16]), st.sampled_from([1, 2, 5, 8, 16]), st.booleans())
+def test_pair_counts_are_exact_on_every_tile(program, lq, lk, q_offset, bm, bn, small_chunks):
+    """`Grid.pairs` (closed forms per component, pairs looked at only where two terms are partial)
+    equals the dense mask's count on every tile, empty and full ones included."""
+    p = patternc.parse(program[0])
+    try:
+        mask = p.dense_mask(lq, lk, q_offset=q_offset)
+    except patternc.PatterncError:
+        return
+    ctx = p.resolve(lq, lk, q_offset, optimized=True)
+    grid = Grid(ctx, bm, bn)
+    with pytest.MonkeyPatch.context() as mp:
+        if small_chunks:  # many chunks of draws, of looked-at tiles and of dense rows
+            for module, name, value in ((random_component, "_CHUNK", 5), (build, "_EXACT_CHUNK", 40), (resolve, "_CHUNK", 9)):
+                mp.setattr(module, name, value)
+            assert torch.equal(p.dense_mask(lq, lk, q_offset=q_offset), mask)
+        assert torch.equal(grid.pairs(ctx.root, torch.arange(grid.nq * grid.nk)), _tile_sums(mask, bm, bn))
+        assert p.layout(lq, lk, bm, bn, q_offset=q_offset).attended_pairs == int(mask.sum())
+
+
+@pytest.mark.parametrize("n,pairs", [(2**20, 141556977), (2**22, 566230070)])
+def test_density_at_millions_of_tokens_looks_at_few_pairs(monkeypatch, n, pairs):
+    """Regression (issue 10 #6): the density line of `patternc compile` cost O(partial tiles x
+    tile area) (lecture at 1M tokens: 114661 tiles, 13 s). It counts in closed form now and looks
+    at pairs only on the tiles where two terms are partial. (The counts: the old pair-by-pair sum.)"""
+    looked = []
+    tile_masks = Grid.tile_masks
+    monkeypatch.setattr(Grid, "tile_masks", lambda self, node, ids: looked.append(ids.numel()) or tile_masks(self, node, ids))
+    lay = patternc.load(os.path.join(EXAMPLES_DIR, "lecture.attn")).layout(n, block_m=64, block_n=64)
+    looked.clear()
+    assert lay.attended_pairs == pairs and sum(looked) <= 8
+
+
+def test_token_level_random_costs_what_its_draws_cost():
+    """Regression (issue 10 #7): `random(256, block=1)` at 16K tokens ran for 9 minutes (an earlier
+    version allocated > 8 GB). Its table, layout, kernel tables and density follow its 4M draws;
+    only the dense mask, when asked for, is Lq x Lk (268 MB), computed a few rows at a time."""
+    code = ("import resource, time, patternc\n"
+            "from patternc.kernels.emit import params\n"
+            "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10\n"
+            "p = patternc.parse('random(256, block=1)')\n"
+            "base, start = peak(), time.time()\n"
+            "lay = p.layout(16384, block_m=64, block_n=64)\n"
+            "print(lay.num_partial, lay.attended_pairs, params(p.resolve(16384, optimized=True)).numel(), peak() - base)\n"
+            "print(int(p.dense_mask(16384).count_nonzero()), peak() - base, time.time() - start)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (partial, pairs, entries, layout_mb), (dense_pairs, dense_mb, seconds) = (
+        map(float, line.split()) for line in result.stdout.splitlines())
+    assert (partial, pairs, dense_pairs) == (256 * 256, 16384 * 256, 16384 * 256) and entries < 16384 * 256 + 100
+    assert layout_mb < 300 and dense_mb < 268 + 300 and seconds < 60, result.stdout
+
+
+def test_random_draws_beyond_the_limit_are_refused_up_front(capsys):
+    p = patternc.parse("window(3) +\n  random(256, block=1)")
+    message = (r"random\(256, block=1, seed=0\) draws 256 key blocks for each of 262144 query position blocks: "
+               r"67108864 draws, more than the limit of 33554432 \(2\*\*25\); use a larger block or fewer draws")
+    with pytest.raises(patternc.PatterncError, match=message) as err:
+        p.layout(2**18)
+    assert (err.value.line, err.value.column) == (2, 3)
+    code, _, stderr = run_cli(capsys, "compile", "-e", "random(256, block=1)", "-n", 2**18)
+    assert code == 2 and "more than the limit of 33554432" in stderr

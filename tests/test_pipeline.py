@@ -123,6 +123,44 @@ def test_mixing_modes_in_one_process_is_a_clear_error():
     assert result.returncode == 0 and "clear error: CPU tensors need Triton's interpreter" in result.stdout, result
 
 
+def test_interpreter_without_numpy_is_a_clear_error_and_the_rest_works():
+    """Triton's interpreter imports numpy; patternc without numpy still compiles patterns and runs
+    the reference path, and the kernels on CPU tensors say what to install."""
+    code = ("import sys; sys.modules['numpy'] = None\n"  # `import numpy` now raises ImportError
+            "import torch, patternc\n"
+            "from patternc.cli import main\n"
+            "q = torch.randn(1, 1, 16, 8)\n"
+            "print(patternc.attention_from('causal', backend='reference')(q, q, q).shape)\n"
+            "try:\n"
+            "    patternc.attention_from('causal', backend='kernels')(q, q, q)\n"
+            "except patternc.PatterncError as e:\n"
+            "    print('clear error:', e)\n"
+            "print('exit', main(['compile', '-e', 'window(3)', '-n', '64']))\n"
+            "print('exit', main(['check', '-e', 'window(3)', '-n', '16', '--device', 'cpu', '--head-dim', '8']))\n")
+    result = _python(code, TRITON_INTERPRET="1")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "clear error: Triton's interpreter (the kernels on CPU tensors) needs numpy" in result.stdout
+    assert result.stdout.count("exit 0") == 1 and result.stdout.count("exit 2") == 1, result.stdout
+    assert "patternc[interpreter]" in result.stderr  # check's error
+
+
+def test_interpreter_with_numpy_too_new_for_triton_is_a_clear_error(monkeypatch):
+    import numpy
+    import triton
+
+    q = torch.randn(1, 1, 16, 16)
+    attn = patternc.attention_from("causal", backend="kernels")
+    monkeypatch.setattr(numpy, "__version__", "2.4.0rc1")
+    monkeypatch.setattr(triton, "__version__", "3.6.0+git1a2b")
+    with pytest.raises(patternc.PatterncError, match=r"fails with numpy 2.4.0rc1 \(it needs numpy < 2.4"):
+        attn(q, q, q)
+    monkeypatch.setattr(numpy, "__version__", "2.3.5")
+    assert attn(q, q, q).shape == q.shape
+    monkeypatch.setattr(numpy, "__version__", "10.0")
+    monkeypatch.setattr(triton, "__version__", "3.7.0")  # #9171 is fixed on Triton main after the 3.6 release
+    assert attn(q, q, q).shape == q.shape
+
+
 # ------------------------------------------------------------------------ codegen
 def test_codegen_guards_each_top_level_term_by_its_tag_bit():
     root = patternc.parse("global(first, eos) + window(3) + random(2)").optimized

@@ -3,9 +3,11 @@ of the spec in tests/reference.py, and the deterministic random component."""
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import patternc
-from helpers import PATTERNS, brute_mask, random_choice
+from helpers import PATTERNS, SETTINGS, brute_mask, random_choice
 from patternc.components import random_blocks
 
 LENGTHS = [(1, 1), (7, 7), (33, 33), (70, 70), (33, 70), (70, 33), (17, 5), (5, 17)]
@@ -78,6 +80,16 @@ def test_random_blocks_is_the_documented_pure_function(seed, n, r):
         assert row == sorted(set(row)), "distinct and sorted"
         assert set(row) == random_choice(seed, qb, n, r)
 
+
+@SETTINGS
+@given(st.integers(0, 2**63 - 1), st.integers(1, 300), st.data())
+def test_random_blocks_without_the_sequential_loop_is_floyds_algorithm(seed, n, data):
+    """`random_blocks` computes Floyd's steps all at once (chains of collisions by pointer
+    doubling); many draws out of few blocks collide often, in long chains."""
+    r = data.draw(st.integers(1, n + 2) | st.integers(max(1, n - 3), n + 2))
+    first = data.draw(st.integers(-2**40, 2**40))
+    table = random_blocks(seed, 4, n, r, first=first)
+    assert [set(row) for row in table.tolist()] == [random_choice(seed, first + b, n, r) for b in range(4)]
 
 def test_random_picks_every_block_when_there_are_fewer_than_r():
     m = patternc.parse("random(10, block=4)").dense_mask(16, 12)

@@ -7,8 +7,9 @@ A component is a frozen dataclass (an IR atom) that knows, in one place:
 - its **values at given lengths**: `resolve` (global intervals, random tables), once per
   `patternc.resolve.Resolved`;
 - its **torch predicate** `attends`, the golden definition on token indices;
-- its **tile classification**: `candidates` (a superset of the tiles it touches) and
-  `classify` (each tile EMPTY / PARTIAL / FULL, exactly), over a layout `Grid`;
+- its **tile classification**: `candidates` (a superset of the tiles it touches),
+  `classify` (each tile EMPTY / PARTIAL / FULL, exactly) and `pairs` (each tile's attending
+  pairs, exactly, without looking at them), over a layout `Grid`;
 - its **Triton mask expression**: `emit`, and `kernel_values`, the numbers the emitted
   code reads from the kernels' int32 PARAMS tensor (so values never shape the source).
 
@@ -66,8 +67,12 @@ class Component(Node):
         """Sorted unique tile ids of a superset of the tiles this component touches."""
         raise NotImplementedError
 
-    def classify(self, grid: Grid, i0, i1, j0, j1) -> torch.Tensor:
-        """Exact int8 state of tiles spanning rows ``[i0, i1]`` and keys ``[j0, j1]``."""
+    def classify(self, grid: Grid, ids: torch.Tensor) -> torch.Tensor:
+        """Exact int8 state of each tile of ``ids`` (sorted, unique)."""
+        raise NotImplementedError
+
+    def pairs(self, grid: Grid, ids: torch.Tensor) -> torch.Tensor:
+        """int64: the exact number of attending pairs in each tile of ``ids`` (sorted, unique)."""
         raise NotImplementedError
 
     def estimate(self, grid: Grid) -> float:
@@ -101,13 +106,35 @@ class Band(Component):
         last = torch.where((j_hi >= 0) & (j_lo < grid.kv_len), j_hi // grid.bn, -1)
         return grid.product(qb, torch.clamp(j_lo // grid.bn, max=grid.nk - 1), last)
 
-    def classify(self, grid, i0, i1, j0, j1):
+    def classify(self, grid, ids):
         lo, hi = self.band()
+        i0, i1, j0, j1 = grid.bounds(ids)
         dmin, dmax = j0 - (i1 + grid.q_offset), j1 - (i0 + grid.q_offset)  # range of j - p in the tile
         nonempty = (dmin <= hi) & (dmax >= lo) & (lo <= hi)
         return tile_state(nonempty=nonempty, full=(dmin >= lo) & (dmax <= hi))
+
+    def pairs(self, grid, ids):
+        """Pairs with ``j - p <= hi`` minus those with ``j - p < lo``, each a sum of clamped ramps."""
+        lo, hi = self.band()
+        if lo > hi:
+            return torch.zeros(ids.numel(), dtype=torch.int64)
+        i0, i1, j0, j1 = grid.bounds(ids)
+        p0, p1, width = i0 + grid.q_offset, i1 + grid.q_offset, j1 - j0 + 1
+
+        def at_most(x):  # pairs with j - p <= x: row p has clamp(p + x - j0 + 1, 0, width) of them
+            x = max(min(x, grid.ctx.reach), -grid.ctx.reach)
+            return _ramp(p1 + x - j0 + 1, width) - _ramp(p0 + x - j0, width)
+
+        return at_most(hi) - at_most(lo - 1)
 
     def estimate(self, grid):
         lo, hi = self.band()
         width = min(hi - lo, grid.kv_len + grid.q_len)
         return grid.nq * min(grid.nk, width / grid.bn + 2)
+
+
+def _ramp(t: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """``sum(min(s, width) for s in 1 .. t)`` elementwise (0 where ``t <= 0``)."""
+    t = torch.clamp(t, min=0)
+    a = torch.minimum(t, width)
+    return a * (a + 1) // 2 + (t - a) * width

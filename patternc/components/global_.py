@@ -112,14 +112,23 @@ class Global(Component):
                          (qbs.unsqueeze(1) * grid.nk + torch.arange(grid.nk)).view(-1)])
         return torch.unique(ids)
 
-    def classify(self, grid, i0, i1, j0, j1):
+    def classify(self, grid, ids):
+        rows_in, cols_in, height, width = self._members(grid, ids)
+        return tile_state(nonempty=(cols_in > 0) | (rows_in > 0), full=(cols_in == width) | (rows_in == height))
+
+    def pairs(self, grid, ids):
+        rows_in, cols_in, height, width = self._members(grid, ids)
+        return rows_in * width + cols_in * height - rows_in * cols_in
+
+    def _members(self, grid, ids):
+        """Per tile: its rows whose position is in G, its keys in G, its height and width."""
         pre = grid.ctx.values(self).prefix
+        i0, i1, j0, j1 = grid.bounds(ids)
         cols_in = pre[j1 + 1] - pre[j0]
         p0 = torch.clamp(i0 + grid.q_offset, min=0)
         p1 = torch.clamp(i1 + grid.q_offset, max=grid.kv_len - 1)
         rows_in = torch.where(p1 >= p0, pre[p1.clamp(min=-1) + 1] - pre[p0.clamp(max=grid.kv_len)], 0)
-        full = (cols_in == j1 - j0 + 1) | (rows_in == i1 - i0 + 1)
-        return tile_state(nonempty=(cols_in > 0) | (rows_in > 0), full=full)
+        return rows_in, cols_in, i1 - i0 + 1, j1 - j0 + 1
 
     def estimate(self, grid):
         return (grid.nq + grid.nk) * len(self.selectors) * 2

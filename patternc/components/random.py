@@ -18,8 +18,9 @@ from .base import Component, tile_state
 
 _M64 = (1 << 64) - 1
 _GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
-_CHUNK = 1 << 22  # table entries looked at once when classifying tiles
+_CHUNK = 1 << 20  # draws (or draw-tile pairs) handled at once
 HIT_LIMIT = 1 << 24  # largest boolean (row, key block) table kept for the predicate
+DRAW_LIMIT = 1 << 25  # most draws (query position blocks x r) of one component at given lengths
 
 
 def _signed(x: int) -> int:
@@ -62,19 +63,36 @@ def random_blocks(seed: int, num_query_blocks: int, num_key_blocks: int, count: 
             add m if x was already chosen, else x
 
     all arithmetic on unsigned 64-bit integers (``b`` in two's complement). No generator
-    state, so it is identical on every machine, torch version and backend.
+    state, so it is identical on every machine, torch version and backend. (Computed for all
+    ``t`` at once, in ``O(k log k)`` per row: see `_floyd`.)
     """
     k = min(count, num_key_blocks)
-    rows = torch.arange(first, first + num_query_blocks, dtype=torch.int64)
-    key = _splitmix64(rows ^ _signed(splitmix64(seed)))
-    chosen = torch.empty(num_query_blocks, k, dtype=torch.int64)
-    for t in range(k):
-        m = num_key_blocks - k + t
-        u = _splitmix64(key ^ t)
-        x = (_srl(u, 32) * (m + 1)) >> 32
-        taken = (chosen[:, :t] == x.unsqueeze(1)).any(dim=1)
-        chosen[:, t] = torch.where(taken, m, x)
-    return chosen.sort(dim=1).values
+    out = torch.empty(num_query_blocks, k, dtype=torch.int64)
+    step = max(1, _CHUNK // k)
+    for start in range(0, num_query_blocks, step):
+        rows = min(step, num_query_blocks - start)
+        out[start : start + rows] = _floyd(seed, first + start, rows, num_key_blocks, k)
+    return out
+
+
+def _floyd(seed: int, first: int, rows: int, n: int, k: int) -> torch.Tensor:
+    """`random_blocks` for ``rows`` rows, without the sequential loop. Step ``t`` draws ``x_t``
+    (independent of earlier steps) and adds ``m_t`` instead iff ``x_t`` was chosen before; as
+    every ``m_s`` exceeds all earlier choices, that happens iff ``x_t`` equals an earlier draw
+    ``x_s`` (chosen itself, or already present), or ``x_t = m_s`` for the ``s = x_t - (n - k) < t``
+    whose own draw was taken. Following that chain of ``s`` by pointer doubling takes ``log k`` steps."""
+    t = torch.arange(k)
+    m = n - k + t
+    key = _splitmix64(torch.arange(first, first + rows).view(-1, 1) ^ _signed(splitmix64(seed)))
+    x = (_srl(_splitmix64(key ^ t), 32) * (m + 1)) >> 32  # [rows, k]
+    ordered, order = torch.sort(x, dim=1, stable=True)  # equal draws in step order: all but the first repeat
+    taken = torch.zeros_like(x, dtype=torch.bool).scatter_(1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
+    s = x - (n - k)
+    chain = torch.where((s >= 0) & (s < t), s, t)  # t itself: the chain ends
+    for _ in range(k.bit_length()):
+        taken |= taken.gather(1, chain)
+        chain = chain.gather(1, chain)
+    return torch.where(taken, m, x).sort(dim=1).values
 
 
 @dataclass(frozen=True)
@@ -119,12 +137,17 @@ class Random(Component):
 
     def resolve(self, ctx):
         first = ctx.q_offset // self.block
-        last = (ctx.q_offset + ctx.q_len - 1) // self.block
+        rows = (ctx.q_offset + ctx.q_len - 1) // self.block - first + 1
         nkb = self.key_blocks(ctx.kv_len)
-        table = random_blocks(self.seed, last - first + 1, nkb, self.count, first=first)
+        k = min(self.count, nkb)
+        if rows * k > DRAW_LIMIT:
+            raise ctx.error(f"{self} draws {k} key blocks for each of {rows} query position blocks: {rows * k} "
+                            f"draws, more than the limit of {DRAW_LIMIT} (2**{DRAW_LIMIT.bit_length() - 1}); use a "
+                            "larger block or fewer draws", self)
+        table = random_blocks(self.seed, rows, nkb, self.count, first=first)
         hit = None
-        if table.shape[0] * nkb <= HIT_LIMIT:
-            hit = torch.zeros(table.shape[0], nkb, dtype=torch.bool).scatter_(1, table, True)
+        if rows * nkb <= HIT_LIMIT:
+            hit = torch.zeros(rows, nkb, dtype=torch.bool).scatter_(1, table, True)
         return RandomValues(table, first, self.block, hit)
 
     def attends(self, ctx, i, p, j):
@@ -135,39 +158,63 @@ class Random(Component):
         rows = r.table.to(p.device)[r.rows(p)]  # [..., k]
         return functools.reduce(torch.logical_or, (rows[..., t] == col for t in range(rows.shape[-1])))
 
+    # Tiles from the draws: a draw is the rectangle of its position block's query rows and its key
+    # block's columns; draws never overlap. Work and memory follow the draws, never Lq x Lk.
     def candidates(self, grid):
-        r = grid.ctx.values(self)
-        b = self.block
-        n, k = r.table.shape
-        pos = (torch.arange(n) + r.first).repeat_interleave(k) * b  # first position of each (row, draw)
-        kr = r.table.reshape(-1)
-        i_lo = torch.clamp(pos - grid.q_offset, min=0)
-        i_hi = torch.clamp(pos + b - 1 - grid.q_offset, max=grid.q_len - 1)
-        keep = i_lo <= i_hi
-        q_lo, q_hi = i_lo[keep] // grid.bm, i_hi[keep] // grid.bm
-        k_lo, k_hi = kr[keep] * b // grid.bn, (torch.clamp(kr[keep] * b + b, max=grid.kv_len) - 1) // grid.bn
-        nqr = q_hi - q_lo + 1  # expand each draw's query-block range, then its key-block range
-        pair = torch.repeat_interleave(torch.arange(q_lo.numel()), nqr)
-        qbs = q_lo[pair] + torch.arange(pair.numel()) - torch.repeat_interleave(torch.cumsum(nqr, 0) - nqr, nqr)
-        return torch.unique(grid.product(qbs, k_lo[pair], k_hi[pair]))
+        return torch.unique(torch.cat([torch.unique(tile) for tile, _ in self._draw_tiles(grid)]))
 
-    def classify(self, grid, i0, i1, j0, j1):
-        """Per tile: for each position block it overlaps, how many of the tile's key blocks
-        were drawn. Full iff all of them, for every such position block."""
-        r = grid.ctx.values(self)
-        b, k = self.block, r.table.shape[1]
-        kr0, kr1 = j0 // b, j1 // b
-        span = (grid.bm - 1) // b + 2  # position blocks a tile's rows can overlap
-        out = torch.empty(i0.numel(), dtype=torch.int8)
-        step = max(1, _CHUNK // (span * max(k, 1)))
-        for s in range(0, i0.numel(), step):
-            sl = slice(s, s + step)
-            lo, hi = r.rows(i0[sl] + grid.q_offset), r.rows(i1[sl] + grid.q_offset)
-            rows = r.table[torch.minimum(lo.unsqueeze(1) + torch.arange(span), hi.unsqueeze(1))]  # [T, span, k]
-            a, z = kr0[sl].view(-1, 1, 1), kr1[sl].view(-1, 1, 1)
-            hits = ((rows >= a) & (rows <= z)).sum(2)  # rows hold distinct blocks
-            out[sl] = tile_state(nonempty=(hits > 0).any(1), full=(hits == (z - a + 1).view(-1, 1)).all(1))
+    def classify(self, grid, ids):
+        """Full iff every position block the tile's rows overlap drew every key block its columns
+        overlap: as no block draws more of them than that, iff the tile meets that many draws."""
+        r, b = grid.ctx.values(self), self.block
+        i0, i1, j0, j1 = grid.bounds(ids)
+        blocks = r.rows(i1 + grid.q_offset) - r.rows(i0 + grid.q_offset) + 1
+        met = torch.zeros(ids.numel(), dtype=torch.int64)
+        for at, _ in self._draws_in(grid, ids):
+            met.index_add_(0, at, torch.ones_like(at))
+        return tile_state(nonempty=met > 0, full=met == blocks * (j1 // b - j0 // b + 1))
+
+    def pairs(self, grid, ids):
+        out = torch.zeros(ids.numel(), dtype=torch.int64)
+        for at, area in self._draws_in(grid, ids):
+            out.index_add_(0, at, area)
         return out
+
+    def _draws_in(self, grid, ids):
+        """`_draw_tiles` restricted to the (sorted) tiles ``ids``, each named by its index there."""
+        if not ids.numel():
+            return
+        for tile, area in self._draw_tiles(grid):
+            at = torch.searchsorted(ids, tile).clamp(max=ids.numel() - 1)
+            keep = ids[at] == tile
+            yield at[keep], area[keep]
+
+    def _draw_tiles(self, grid):
+        """For chunks of draws: each (draw, tile it touches) as (tile id, pairs of the draw's
+        rectangle inside the tile)."""
+        r, b = grid.ctx.values(self), self.block
+        n, k = r.table.shape
+        per_draw = ((b - 1) // grid.bm + 2) * ((b - 1) // grid.bn + 2)  # most tiles a draw touches
+        step = max(1, _CHUNK // (k * per_draw))
+        for start in range(0, n, step):
+            row = torch.arange(start, min(n, start + step)).repeat_interleave(k)
+            kb = r.table[start : start + step].reshape(-1)
+            pos = (row + r.first) * b  # the draw's first query position
+            i_lo = torch.clamp(pos - grid.q_offset, min=0)
+            i_hi = torch.clamp(pos + b - 1 - grid.q_offset, max=grid.q_len - 1)
+            j_lo, j_hi = kb * b, torch.clamp(kb * b + b, max=grid.kv_len) - 1
+            tiles_q = torch.clamp(i_hi // grid.bm - i_lo // grid.bm + 1, min=0)
+            tiles_k = j_hi // grid.bn - j_lo // grid.bn + 1
+            tiles = tiles_q * tiles_k
+            d = torch.repeat_interleave(torch.arange(tiles.numel()), tiles)  # the draw of each (draw, tile)
+            within = torch.arange(d.numel()) - torch.repeat_interleave(torch.cumsum(tiles, 0) - tiles, tiles)
+            qb = i_lo[d] // grid.bm + within // tiles_k[d]
+            kbt = j_lo[d] // grid.bn + within % tiles_k[d]
+            r0, r1 = grid.rows(qb)
+            c0, c1 = grid.cols(kbt)
+            area = ((torch.minimum(i_hi[d], r1) - torch.maximum(i_lo[d], r0) + 1)
+                    * (torch.minimum(j_hi[d], c1) - torch.maximum(j_lo[d], c0) + 1))
+            yield qb * grid.nk + kbt, area
 
     def estimate(self, grid):
         return grid.nq * self.count * (self.block / grid.bn + 1)

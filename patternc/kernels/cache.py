@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -80,22 +81,53 @@ def prepare(interpret: bool) -> None:
     yet. Triton's own helpers (``tl.cdiv``, the combine functions of ``tl.max`` ...) are
     compiled or interpreted from the moment triton is imported, so the first kernel use in a
     process decides, and a process cannot use both modes. (Calling a torch custom operator
-    imports torch._dynamo, which imports Triton, compiled: interpreted calls prepare first.)"""
+    imports torch._dynamo, which imports Triton, compiled: interpreted calls prepare first.)
+    The interpreter also needs numpy (`_interpreter_numpy`); compiled kernels do not."""
+    numpy = _interpreter_numpy() if interpret else None  # before Triton: its interpreter imports numpy
     if "triton" not in sys.modules and interpret:
         os.environ["TRITON_INTERPRET"] = "1"
     try:
+        import triton
         from triton.language.standard import cdiv
-        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
     except ImportError as exc:
         raise PatterncError(f"the kernels need Triton, which is not available ({exc}); CPU tensors can use "
                             "backend='reference'") from None
 
-    if isinstance(cdiv, InterpretedFunction) != interpret:
+    if numpy is not None and _version(numpy.__version__) >= (2, 4) and _version(triton.__version__) < (3, 7):
+        raise PatterncError(f"Triton {triton.__version__}'s interpreter fails with numpy {numpy.__version__} (it "
+                            "needs numpy < 2.4: triton-lang/triton#9171); pip install 'patternc[interpreter]' "
+                            "(numpy<2.4), or use backend='reference'")
+    if isinstance(cdiv, JITFunction) == interpret:
         raise PatterncError(
             "CPU tensors need Triton's interpreter, but Triton was already imported in compiled mode in this "
             "process; set TRITON_INTERPRET=1 before importing triton, or use backend='reference'" if interpret else
             "CUDA tensors need compiled Triton kernels, but Triton was imported with TRITON_INTERPRET=1 in this "
             "process; unset it")
+
+
+def _interpreter_numpy():
+    """numpy, which Triton's interpreter (kernels on CPU tensors) runs on: a clear error if absent."""
+    try:
+        import numpy
+    except ImportError:
+        raise PatterncError("Triton's interpreter (the kernels on CPU tensors) needs numpy, which is not "
+                            "installed: pip install 'patternc[interpreter]' (numpy<2.4), or use "
+                            "backend='reference'") from None
+    return numpy
+
+
+def _version(text: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as '2.4.0rc1' or '3.6.0+git1234'."""
+    major, minor = (re.match(r"\d+", part) for part in (text.split(".") + ["0"])[:2])
+    return int(major.group()) if major else 0, int(minor.group()) if minor else 0
+
+
+def descriptor(t, block_shape: list[int]):
+    """A TMA tensor descriptor of all of ``t``, loading tiles of ``block_shape`` (zero past the edges)."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block_shape)
 
 
 def kernels(interpret: bool):

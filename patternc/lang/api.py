@@ -7,9 +7,11 @@ from pathlib import Path
 
 from ..errors import PatterncError
 from ..pattern import Pattern
-from ..source import Source
+from ..source import Source, Span
 from .check import check
 from .parser import parse_program
+
+MAX_TEXT = 1 << 18  # characters of a pattern text (256 KiB; real patterns take a few hundred)
 
 
 def parse(text: str, name: str = "<pattern>") -> Pattern:
@@ -20,6 +22,9 @@ def parse(text: str, name: str = "<pattern>") -> Pattern:
     """
     if not isinstance(text, str):
         raise PatterncError(f"pattern text must be a str, got {type(text).__name__}")
+    if len(text) > MAX_TEXT:  # parsing costs ~10 us a token: refuse what would take minutes
+        raise PatterncError(f"pattern text too long: {len(text)} characters (limit {MAX_TEXT})",
+                            source=Source(text[: MAX_TEXT + 1], name), span=Span(MAX_TEXT, MAX_TEXT + 1))
     return _parse(text, name)
 
 

@@ -48,6 +48,11 @@ class Grid:
     def cols(self, kb):
         return kb * self.bn, torch.clamp(kb * self.bn + self.bn, max=self.kv_len) - 1
 
+    def bounds(self, ids):
+        """``(i0, i1, j0, j1)``: the first and last query row and key of each tile (inclusive)."""
+        qb, kb = self.split(ids)
+        return *self.rows(qb), *self.cols(kb)
+
     def product(self, qb, kb_lo, kb_hi):
         """Ids of tiles (qb[r], kb) for kb in [kb_lo[r], kb_hi[r]] (empty where hi < lo)."""
         n = torch.clamp(kb_hi - kb_lo + 1, min=0)
@@ -89,8 +94,7 @@ class Grid:
     def classify(self, node: Node, ids: torch.Tensor) -> torch.Tensor:
         if isinstance(node, (Union, Intersect)):
             return self.combine(node, ids, torch.stack([self.classify(t, ids) for t in node.terms]))
-        qb, kb = self.split(ids)
-        return node.classify(self, *self.rows(qb), *self.cols(kb))
+        return node.classify(self, ids)
 
     def estimate(self, node: Node) -> float:
         """Rough number of tiles a node touches (to enumerate intersections' sparsest term)."""
@@ -115,25 +119,51 @@ class Grid:
         ambiguous = torch.nonzero(states == _AMBIGUOUS).view(-1)
         if ambiguous.numel():
             nonempty, full = [], []
-            for attends, allowed in self.tile_masks(node, ids[ambiguous]):
+            for _, attends, allowed in self.tile_masks(node, ids[ambiguous]):
                 nonempty.append(attends.flatten(1).any(1))
                 full.append(allowed.flatten(1).all(1))
             states[ambiguous] = tile_state(torch.cat(nonempty), torch.cat(full))
         return states
 
     def tile_masks(self, node, ids):
-        """Yield ``(mask & valid, mask | ~valid)`` for chunks of tiles, each [chunk, bm, bn]."""
+        """Yield ``(ids, mask & valid, mask | ~valid)`` for chunks of the (sorted) tiles ``ids``, the
+        masks [chunk, bm, bn]. A chunk's pairs come from the pattern at just its query rows
+        (`Resolved.rows`), whose tables are small: random draws are one lookup per pair."""
         chunk = max(1, _EXACT_CHUNK // (self.bm * self.bn))
         for start in range(0, ids.numel(), chunk):
-            qb, kb = self.split(ids[start : start + chunk])
-            i = (qb * self.bm).view(-1, 1, 1) + torch.arange(self.bm).view(1, -1, 1)
+            part = ids[start : start + chunk]
+            qb, kb = self.split(part)
+            first = int(qb[0]) * self.bm
+            rows = self.ctx.rows(first, min(self.q_len, int(qb[-1]) * self.bm + self.bm))
+            i = (qb * self.bm - first).view(-1, 1, 1) + torch.arange(self.bm).view(1, -1, 1)
             j = (kb * self.bn).view(-1, 1, 1) + torch.arange(self.bn).view(1, 1, -1)
-            valid = (i < self.q_len) & (j < self.kv_len)
-            mask = self.ctx.mask(i, j, node)
-            yield mask & valid, mask | ~valid
+            valid = (i < rows.q_len) & (j < self.kv_len)
+            mask = rows.mask(i, j, node)
+            yield part, mask & valid, mask | ~valid
 
-    def count_pairs(self, node, qb, kb) -> int:
-        return sum(int(attends.sum()) for attends, _ in self.tile_masks(node, qb * self.nk + kb))
+    def pairs(self, node: Node, ids: torch.Tensor) -> torch.Tensor:
+        """int64: the exact number of attending pairs in each tile of ``ids`` (sorted, unique).
+        Components count in closed form; a union or intersection counts a tile through the one
+        term that decides it (the others empty, resp. full) and looks at the pairs only where
+        two terms are partial: the tiles the layout already resolved that way."""
+        if not isinstance(node, (Union, Intersect)):
+            return node.pairs(self, ids)
+        states = torch.stack([self.classify(t, ids) for t in node.terms])
+        union = isinstance(node, Union)
+        absorbing = (states == (FULL if union else EMPTY)).any(0)  # a full term of a union, an empty one of an &
+        deciding = states != (EMPTY if union else FULL)  # the terms that are not neutral on the tile
+        i0, i1, j0, j1 = self.bounds(ids)
+        whole = absorbing if union else ~absorbing & ~deciding.any(0)
+        out = torch.where(whole, (i1 - i0 + 1) * (j1 - j0 + 1), 0)
+        n = torch.where(absorbing, 0, deciding.sum(0))  # terms that decide an undecided tile
+        for t, term in enumerate(node.terms):
+            sel = (n == 1) & deciding[t]
+            if sel.any():
+                out[sel] = self.pairs(term, ids[sel])
+        mixed = n > 1
+        if mixed.any():
+            out[mixed] = torch.cat([attends.flatten(1).sum(1) for _, attends, _ in self.tile_masks(node, ids[mixed])])
+        return out
 
     def enumerate_root(self, root: Node):
         """``enumerate(root)`` and the tags of its tiles (meaningful on partial tiles): bit t set
@@ -163,4 +193,4 @@ def build_layout(ctx: Resolved, block_m: int, block_n: int) -> BlockLayout:
         order = torch.argsort(k * grid.nq + q)
         csrs[name + "_t"] = CSR.from_pairs(k[order], q[order], grid.nk, None if tags is None else tags[order])
     return BlockLayout(ctx.q_len, ctx.kv_len, block_m, block_n, q_offset=ctx.q_offset,
-                       _count_partial=lambda q, k: grid.count_pairs(ctx.root, q, k), **csrs)
+                       _count_partial=lambda q, k: int(grid.pairs(ctx.root, q * grid.nk + k).sum()), **csrs)

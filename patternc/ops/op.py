@@ -60,7 +60,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str, s
     if _use_kernels(q, backend):
         return launch.forward(_plan(q, k, pattern, q_offset, options), q, k, v, scale)
     ctx = _pattern(pattern).resolve(q.shape[2], k.shape[2], q_offset)
-    return chunked_attention(q, k, v, ctx, scale)
+    out, lse = chunked_attention(q, k, v, ctx, scale)
+    return out.contiguous(), lse.contiguous()  # the layout register_fake promises, whatever q's strides
 
 
 @attention.register_fake
@@ -77,12 +78,13 @@ def attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: tor
     if _use_kernels(q, backend):
         return launch.backward(_plan(q, k, pattern, q_offset, options), q, k, v, o, lse, do, dlse, scale)
     ctx = _pattern(pattern).resolve(q.shape[2], k.shape[2], q_offset)
-    return chunked_attention_backward(q, k, v, o, lse, do, dlse, ctx, scale)
+    return tuple(g.contiguous() for g in chunked_attention_backward(q, k, v, o, lse, do, dlse, ctx, scale))
 
 
 @attention_backward.register_fake
 def _(q, k, v, o, lse, do, dlse, pattern, scale, q_offset, backend, options):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    # contiguous, as both paths return them (inductor asserts the strides a fake promises)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output):
