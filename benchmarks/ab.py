@@ -18,13 +18,11 @@ import os
 import subprocess
 import sys
 
+from patterns import PATTERNS
+
 ROWS = {  # name: (pattern, B, Hq, Hkv, D)
-    "P1": ("global(first, eos) + window(3) + random(2, block=128)", 2, 16, 16, 128),
-    "P2": ("global(0:128) + window(193) + random(3, block=128)", 2, 16, 16, 128),
-    "P2gqa": ("global(0:128) + window(193) + random(3, block=128)", 2, 16, 4, 64),
-    "P3": ("window(left=1023, right=0)", 2, 16, 16, 128),
-    "P4": ("(global(0:4) + window(left=4095, right=0)) & causal", 2, 16, 16, 128),
-    "causal": ("causal", 2, 16, 16, 128),
+    **{name: (text, 2, 16, 16, 128) for name, text in PATTERNS.items()},
+    "P2gqa": (PATTERNS["P2"], 2, 16, 4, 64),
     "lecture": ("global(first, eos) + window(3) + random(2)", 2, 16, 16, 128),
 }
 

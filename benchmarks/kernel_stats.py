@@ -15,18 +15,12 @@ import sys
 from pathlib import Path
 
 import torch
+from patterns import PATTERNS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import patternc  # noqa: E402
 from patternc.kernels import cache  # noqa: E402
 
-PATTERNS = {
-    "P1": "global(first, eos) + window(3) + random(2, block=128)",
-    "P2": "global(0:128) + window(193) + random(3, block=128)",
-    "P3": "window(left=1023, right=0)",
-    "P4": "(global(0:4) + window(left=4095, right=0)) & causal",
-    "causal": "causal",
-}
 OPS = ("HGMMA", "MUFU.EX2", "LDG", "STG", "LDGSTS", "UTMALDG", "LDS", "STS", "LDSM", "BAR", "RED", "ATOM")
 
 

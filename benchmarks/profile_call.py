@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import patternc  # noqa: E402
-from kernel_stats import PATTERNS  # noqa: E402
+from patterns import PATTERNS  # noqa: E402
 
 
 def main():

@@ -29,11 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from patterns import PATTERNS
 from plot import render, table_row  # stdlib-only at import: fine before the cache setup
 
 HERE = Path(__file__).resolve().parent
-G1, G2 = "global(first, eos) + window(3) + random(2, block=128)", "global(0:128) + window(193) + random(3, block=128)"
-P3, P4 = "window(left=1023, right=0)", "(global(0:4) + window(left=4095, right=0)) & causal"
+G1, G2, P3, P4 = (PATTERNS[name] for name in ("P1", "P2", "P3", "P4"))
 K4, K16, K64 = 4096, 16384, 65536
 TABLE = (  # (name, pattern text, N, B, Hq, Hkv, D); all bf16
     [("P1", G1, n, 2, 16, 16, 128) for n in (K4, K16, K64)]
