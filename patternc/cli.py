@@ -1,4 +1,4 @@
-"""The command line: ``patternc compile | show | analyze | check``.
+"""The command line: ``patternc compile | show | analyze | check | bench``.
 
 Every error is printed to stderr as ``file:line:col: error: ...`` with exit status 2;
 usage errors exit 2 as well (argparse's convention).
@@ -191,6 +191,34 @@ def _cmd_check(args) -> int:
     return 0 if all(r.ok for r in rows) else 1
 
 
+def _cmd_bench(args) -> int:
+    pattern = _read_pattern(args)
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PatterncError("--device cuda: no CUDA device is available")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
+    kv_len = args.kv_len or args.seq_len
+    from . import bench
+
+    rows = bench.run(pattern, args.seq_len, kv_len, batch=args.batch, heads=args.heads, kv_heads=args.kv_heads,
+                     head_dim=args.head_dim, dtype=dtype, device=device, backward=not args.no_backward,
+                     seed=args.seed if args.seed is not None else 0, seconds=args.seconds)
+    pairs = pattern.layout(args.seq_len, kv_len).attended_pairs * args.batch * args.heads
+    where = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    print(f"pattern   {pattern}")
+    print(f"inputs    {str(dtype).removeprefix('torch.')}, B={args.batch} Hq={args.heads} "
+          f"Hkv={args.kv_heads or args.heads} Lq={args.seq_len} Lk={kv_len} D={args.head_dim}, on {where}; "
+          f"torch {torch.__version__}")
+    print(f"density   {pairs / (args.batch * args.heads * args.seq_len * kv_len):.3%} of pairs attend; "
+          "median times (torch.utils.benchmark); TF/s over attended pairs")
+    print(bench.table(rows, pairs, args.head_dim))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="patternc",
@@ -257,6 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-n", type=_tile, metavar="BN", help="tile columns (default: chosen per device)")
     p.add_argument("--seed", type=_seed, help="seed for the random inputs, 0 to 2**63 - 1 (default: fresh)")
     p.set_defaults(run=_cmd_check)
+
+    p = commands.add_parser("bench", parents=[source, shape], help="time patternc against SDPA and FlexAttention",
+                            description="Time the pattern's attention, forward and forward+backward, with patternc, "
+                                        "SDPA given the pattern's dense mask, and (on a GPU) compiled FlexAttention "
+                                        "with the pattern's BlockMask; each is checked against patternc first. On "
+                                        "the CPU patternc runs its reference path. The full table: benchmarks/run.py.")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if available")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="default bfloat16 on a GPU, float32 on the CPU")
+    p.add_argument("--batch", type=_positive, default=2, metavar="B", help="default 2")
+    p.add_argument("--heads", type=_positive, default=16, metavar="H", help="query heads (default 16)")
+    p.add_argument("--kv-heads", type=_positive, metavar="HKV", help="key/value heads, dividing H (default: H)")
+    p.add_argument("--head-dim", type=_positive, default=128, metavar="D", help="default 128")
+    p.add_argument("--no-backward", action="store_true", help="time the forward only")
+    p.add_argument("--seconds", type=float, default=0.5, help="measuring time per method and pass (default 0.5)")
+    p.add_argument("--seed", type=_seed, help="seed for the random inputs (default 0)")
+    p.set_defaults(run=_cmd_bench)
     return parser
 
 

@@ -425,3 +425,20 @@ def test_emit_never_overwrites_another_patterns_file(capsys, tmp_path):
     assert code == 2 and "already holds the kernel of another pattern" in err
     (path,) = tmp_path.iterdir()
     assert "# pattern: window(5)" in path.read_text()
+
+
+def test_bench_times_every_method_after_checking_it(capsys):
+    # rows past 46 attend nothing: SDPA's NaN rows are compared as patternc's zeros
+    code, out, _ = run(capsys, "bench", "-e", "window(left=7, right=0) & global(0:40)", "-n", 96,
+                           "--batch", 1, "--heads", 2, "--kv-heads", 1, "--head-dim", 16, "--seconds", 0.05)
+    assert code == 0, out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"method", "patternc", "sdpa-mask", "flex"}
+    assert "reference" in rows["patternc"] and "| ok " in rows["sdpa-mask"]
+    assert float(rows["sdpa-mask"].split("|")[2]) > 0 and "Hkv=1" in out and "density" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
+def test_bench_on_a_missing_gpu_is_a_clear_error(capsys):
+    code, _, err = run(capsys, "bench", "-e", "causal", "-n", 64, "--device", "cuda")
+    assert code == 2 and "no CUDA device" in err

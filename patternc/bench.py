@@ -1,0 +1,106 @@
+"""`patternc bench`: a pattern's attention timed against what a user could run instead.
+
+For one pattern and shape on this machine: patternc (`attention_from`), SDPA with the pattern's
+dense boolean mask (while ``Lq x Lk`` fits `MASK_LIMIT`), and, on CUDA, FlexAttention compiled
+with the pattern's BlockMask (`Pattern.to_flex`). Each method is checked against patternc's
+output before it is timed; times are medians of ``torch.utils.benchmark`` (which synchronizes
+CUDA), forward and forward+backward; useful TFLOP/s count attended pairs only (forward 4, backward
+10 multiply-adds x2 per pair and head dim). The whole table of issue 8 is benchmarks/run.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils import benchmark
+
+from .nn import attention_from
+from .pattern import Pattern
+
+MASK_LIMIT = 2**28  # SDPA with a dense mask: at most this many (query, key) pairs (256 MiB of bool)
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    fwd_ms: float | None = None
+    fb_ms: float | None = None
+    rel_err: float | None = None  # of the output against patternc's
+    note: str = ""
+
+
+def _median_ms(fn, seconds: float) -> float:
+    return benchmark.Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=seconds).median * 1e3
+
+
+def _methods(pattern: Pattern, q, k, v):
+    """[(name, forward function or a reason it cannot run)]."""
+    q_len, kv_len, gqa = q.shape[2], k.shape[2], q.shape[1] != k.shape[1]
+    attn = attention_from(pattern)
+    yield "patternc", lambda: attn(q, k, v)
+    if q_len * kv_len <= MASK_LIMIT:
+        mask = pattern.dense_mask(q_len, kv_len, device=q.device)
+        yield "sdpa-mask", lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    else:
+        yield "sdpa-mask", f"skipped: a dense mask of {q_len} x {kv_len} is over {MASK_LIMIT} pairs"
+    if not q.is_cuda:
+        yield "flex", "skipped: compiled FlexAttention needs a GPU"
+        return
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    block_mask = create_block_mask(pattern.to_flex(q_len, kv_len, q.device), None, None, q_len, kv_len, device=q.device)
+    flex = torch.compile(flex_attention, dynamic=False)
+    yield "flex", lambda: flex(q, k, v, block_mask=block_mask, enable_gqa=gqa)
+
+
+def run(pattern: Pattern, q_len: int, kv_len: int | None = None, *, batch: int = 2, heads: int = 16,
+        kv_heads: int | None = None, head_dim: int = 128, dtype=torch.bfloat16, device="cuda",
+        backward: bool = True, seed: int = 0, seconds: float = 0.5) -> list[Row]:
+    """One `Row` per method on inputs drawn from ``seed``."""
+    kv_len = q_len if kv_len is None else kv_len
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, q_len, head_dim, generator=gen)
+    k, v = (torch.randn(batch, kv_heads or heads, kv_len, head_dim, generator=gen) for _ in range(2))
+    d_out = torch.randn(q.shape, generator=gen).to(device, dtype)
+    q, k, v = (t.to(device, dtype).requires_grad_(backward) for t in (q, k, v))
+    rows, want = [], None
+    for name, fn in _methods(pattern, q, k, v):
+        if isinstance(fn, str):
+            rows.append(Row(name, note=fn))
+            continue
+        try:
+            out = fn().float().nan_to_num()  # SDPA gives NaN rows where a query attends nothing; patternc 0
+        except Exception as exc:  # an unsupported shape or dtype in one method must not hide the others
+            rows.append(Row(name, note=f"failed: {type(exc).__name__}: {str(exc)[:120]}"))
+            continue
+        want = out if want is None else want
+        err = ((out - want).norm() / want.norm().clamp_min(1e-30)).item()
+        fwd = _median_ms(lambda: fn(), seconds)
+        fb = _median_ms(lambda: torch.autograd.backward(fn(), d_out), seconds) if backward else None
+        rows.append(Row(name, fwd, fb, err))
+    return rows
+
+
+def table(rows: list[Row], pairs: int, head_dim: int) -> str:
+    """Markdown: times, patternc's speedup over each method, useful TFLOP/s."""
+    base = rows[0]
+
+    def tflops(ms, per_pair):
+        return f"{per_pair * pairs * head_dim / (ms * 1e-3) / 1e12:.3g}" if ms else "-"
+
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if a and b else "-"
+
+    lines = ["| method | fwd ms | fwd+bwd ms | fwd TF/s | fwd+bwd TF/s | patternc speedup fwd / fwd+bwd | check |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.fwd_ms is None:
+            lines.append(f"| {r.method} | - | - | - | - | - | {r.note} |")
+            continue
+        fb = f"{r.fb_ms:.3f}" if r.fb_ms else "-"
+        check = "reference" if r is base else f"{'ok' if r.rel_err < 2e-2 else 'DIFFERS'} {r.rel_err:.1e}"
+        lines.append(f"| {r.method} | {r.fwd_ms:.3f} | {fb} | {tflops(r.fwd_ms, 4)} | {tflops(r.fb_ms, 14)} | "
+                     f"{ratio(r.fwd_ms, base.fwd_ms)} / {ratio(r.fb_ms, base.fb_ms)} | {check} |")
+    return "\n".join(lines)
