@@ -77,7 +77,7 @@ def run(pattern: Pattern, q_len: int, kv_len: int | None = None, *, batch: int =
             continue
         want = out if want is None else want
         err = ((out - want).norm() / want.norm().clamp_min(1e-30)).item()
-        fwd = _median_ms(lambda: fn(), seconds)
+        fwd = _median_ms(fn, seconds)
         fb = _median_ms(lambda: torch.autograd.backward(fn(), d_out), seconds) if backward else None
         rows.append(Row(name, fwd, fb, err))
     return rows

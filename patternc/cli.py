@@ -163,15 +163,22 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+def _device(choice: str) -> str:
+    """``--device``: 'auto' is cuda where a GPU is available, else cpu; cuda without one is refused."""
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise PatterncError("--device cuda: no CUDA device is available")
+    return choice
+
+
 def _cmd_check(args) -> int:
     pattern = _read_pattern(args)
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PatterncError("--device cuda: no CUDA device is available")
+    device = _device(args.device)
     if device == "cpu" and args.dtype == "bfloat16":
         raise PatterncError("--dtype bfloat16 cannot be checked on the CPU: the Triton interpreter's bf16 dot "
                             "is inaccurate; use float32 or float16, or a GPU")
@@ -195,11 +202,7 @@ def _cmd_bench(args) -> int:
     pattern = _read_pattern(args)
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PatterncError("--device cuda: no CUDA device is available")
+    device = _device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
     kv_len = args.kv_len or args.seq_len
     from . import bench

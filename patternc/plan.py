@@ -105,7 +105,7 @@ class KernelPlan:
     params: torch.Tensor  # int32 PARAMS, on the device
     random_slots: int
     fwd_row_tiles: int  # the most tiles any query block of the forward layout visits
-    pack: int = 1  # query heads per forward program: the GQA group, or 1 (see `packing`)
+    pack: int  # query heads per forward program: the GQA group, or 1 (see `packing`)
 
     @property
     def interpret(self) -> bool:
@@ -158,7 +158,7 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
     layouts = {b: build_layout(ctx, *b) for b in {fwd_block, (bwd.block_m, bwd.block_n)}}
     lay = layouts[fwd_block]
     row_tiles = int((lay.full.counts + lay.partial.counts).max()) if lay.num_q_blocks else 0
-    layouts = {b: lay.to(device) for b, lay in layouts.items()}
+    layouts = {b: layout.to(device) for b, layout in layouts.items()}
     return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, generate(ctx.root),
                       fwd, bwd, layouts[fwd_block], layouts[(bwd.block_m, bwd.block_n)],
                       params(ctx).to(device), ctx.random_slots, row_tiles, pack)

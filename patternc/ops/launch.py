@@ -82,8 +82,8 @@ def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
 
 
 @functools.lru_cache(maxsize=None)
-def _multiprocessors(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _splits(plan: KernelPlan, programs: int, device: torch.device) -> int:
@@ -94,7 +94,7 @@ def _splits(plan: KernelPlan, programs: int, device: torch.device) -> int:
         return SPLITS
     if plan.interpret:
         return 1
-    want = -(-8 * _multiprocessors(device.index if device.index is not None else torch.cuda.current_device()) // programs)
+    want = -(-8 * _multiprocessors(device) // programs)  # a tensor's device: it names its index
     return max(1, min(want, plan.fwd_row_tiles // MIN_SPLIT_TILES, 64))
 
 
