@@ -22,6 +22,9 @@ TMA = None  # K/V tiles through the tensor memory accelerator: None = on CUDA GP
 SPLITS = None  # programs per forward row: None = chosen per call (`_splits`); tests set it
 MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
 _INTERPRETER = threading.Lock()
+FAST = True  # relaunch compiled kernels without Triton's argument binding (`_launch`); tests set it
+_COMPILED: dict = {}  # (kernel, device, call signature) -> Triton's compiled kernel, see `_launch`
+COMPILED_LIMIT = 1024  # entries before `_COMPILED` starts over
 
 
 def empty(shape, dtype, device):
@@ -48,6 +51,38 @@ def _launching(plan: KernelPlan, device: torch.device):
         return
     with _INTERPRETER, cache.interpreting(True):
         yield
+
+
+def _signature(value):
+    """What Triton could specialize a compiled kernel on, for one argument: a tensor's dtype and
+    16-byte alignment, a TMA descriptor's geometry, and every other value itself."""
+    if isinstance(value, torch.Tensor):
+        return value.dtype, value.data_ptr() % 16 == 0
+    if hasattr(value, "block_shape"):  # a TMA descriptor (of triton.tools.tensor_descriptor)
+        base = value.base
+        return base.dtype, base.data_ptr() % 16 == 0, tuple(value.shape), tuple(value.strides), tuple(value.block_shape)
+    return value
+
+
+def _launch(kernel, programs: int, plan: KernelPlan, device: torch.device, args: dict) -> None:
+    """``kernel[(programs,)](**args)``. Triton's launch binds and specializes the 30-50 arguments
+    on every call (~100 us of CPU, as long as a small kernel runs); so the first launch of a
+    call signature goes through Triton (which compiles or finds the kernel) and keeps the
+    compiled kernel, and later launches of the same signature hand the arguments straight to
+    it. The signature holds every argument's value except tensor addresses (their dtype and
+    16-byte alignment instead): whatever Triton specializes on, so the kernel is the one
+    Triton would pick."""
+    if plan.interpret or not FAST:
+        kernel[(programs,)](**args)
+        return
+    key = (kernel, device.index, *map(_signature, args.values()))
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        if len(_COMPILED) >= COMPILED_LIMIT:
+            _COMPILED.clear()
+        _COMPILED[key] = kernel[(programs,)](**args)
+    else:
+        compiled[(programs, 1, 1)](*(args[name] for name in kernel.arg_names))
 
 
 def _dot_precision(q) -> str:
@@ -77,8 +112,13 @@ def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
     the stride-0 gradient of a sum)."""
     use = TMA
     if use is None:
-        use = not plan.interpret and torch.cuda.get_device_capability(tensors[0].device)[0] >= 9
+        use = not plan.interpret and _capability(tensors[0].device)[0] >= 9
     return [cache.descriptor(t, [1, 1, block, plan.d_pad]) if use and _tma_ok(t) else None for t in tensors]
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,12 +159,12 @@ def forward(plan: KernelPlan, q, k, v, scale: float):
         lse = empty((splits, B, H, Lq), torch.float32, q.device)
     k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
     with _launching(plan, q.device):
-        flash.attn_fwd[(programs * splits,)](
+        _launch(flash.attn_fwd, programs * splits, plan, q.device, dict(
             Q=q, K=k, V=v, O=o, LSE=lse, K_DESC=k_desc, V_DESC=v_desc, **_lists(lay, False),
             **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
             **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H, GROUP=H // k.shape[1],
             qk_scale=scale * LOG2E, SPLITS=splits, stride_ls=lse.view(splits, B * H * Lq).stride(0),
-            PACK=plan.pack, MASK=mask, **_common(plan, q, cfg))
+            PACK=plan.pack, MASK=mask, **_common(plan, q, cfg)))
     if splits == 1:
         return o, lse
     total = torch.logsumexp(lse, 0)  # -inf where no split attended anything
@@ -142,23 +182,23 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     dq, dk, dv = empty(q.shape, q.dtype, q.device), empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
     common = _common(plan, q, cfg)
     with _launching(plan, q.device):
-        flash.attn_bwd_preprocess[(-(-Lq // 64) * B * H,)](
+        _launch(flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, plan, q.device, dict(
             O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta,
             **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
-            HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None)
+            HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None))
         q_desc, do_desc = _descriptors(plan, cfg.block_m, q, do)
-        flash.attn_bwd_dkdv[(lay.num_kv_blocks * B * HKV,)](
+        _launch(flash.attn_bwd_dkdv, lay.num_kv_blocks * B * HKV, plan, q.device, dict(
             Q=q, K=k, V=v, DO=do, DK=dk, DV=dv, LSE=lse, DELTA=delta, Q_DESC=q_desc, DO_DESC=do_desc,
             **_lists(lay, True),
             **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
             **_strides("do", do, "bhmd"), **_strides("dk", dk, "bhnd"), **_strides("dv", dv, "bhnd"),
             HKV=HKV, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask,
-            WIDE_ROWS=max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS, **common)
+            WIDE_ROWS=max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS, **common))
         k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
-        flash.attn_bwd_dq[(lay.num_q_blocks * B * H,)](
+        _launch(flash.attn_bwd_dq, lay.num_q_blocks * B * H, plan, q.device, dict(
             Q=q, K=k, V=v, DO=do, DQ=dq, LSE=lse, DELTA=delta, K_DESC=k_desc, V_DESC=v_desc,
             **_lists(lay, False),
             **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
             **_strides("do", do, "bhmd"), **_strides("dq", dq, "bhmd"),
-            H=H, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask, **common)
+            H=H, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask, **common))
     return dq, dk, dv

@@ -10,6 +10,10 @@ the length becomes a dynamic dimension). Fake (meta) implementations give the ou
 Where an op runs (decided inside it, per call): CUDA tensors → the Triton kernels; CPU
 tensors → the kernels in Triton's interpreter with ``backend="kernels"`` (or when
 ``TRITON_INTERPRET=1`` is set), else the chunked dense reference.
+
+Outside ``torch.compile``, `attention_eager` runs the same bodies through a plain
+`torch.autograd.Function`: the custom-op machinery (schema parsing, dispatch, alias checks)
+costs ~90 us per call on a GPU host, as much as a small kernel (benchmarks/overhead.py).
 """
 
 from __future__ import annotations
@@ -53,15 +57,34 @@ def _plan(q, k, pattern: str, q_offset, options: str):
                     json.loads(options), q.shape[1] // k.shape[1])
 
 
-@torch.library.custom_op("patternc::attention", mutates_args=())
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str, scale: float,
-              q_offset: int | None, backend: str, options: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(out [B, Hq, Lq, D], natural-log lse [B, Hq, Lq] float32)``."""
+def _forward(q, k, v, pattern, scale, q_offset, backend, options):
     if _use_kernels(q, backend):
         return launch.forward(_plan(q, k, pattern, q_offset, options), q, k, v, scale)
     ctx = _pattern(pattern).resolve(q.shape[2], k.shape[2], q_offset)
     out, lse = chunked_attention(q, k, v, ctx, scale)
     return out.contiguous(), lse.contiguous()  # the layout register_fake promises, whatever q's strides
+
+
+def _backward(q, k, v, o, lse, do, dlse, pattern, scale, q_offset, backend, options):
+    if _use_kernels(q, backend):
+        return launch.backward(_plan(q, k, pattern, q_offset, options), q, k, v, o, lse, do, dlse, scale)
+    ctx = _pattern(pattern).resolve(q.shape[2], k.shape[2], q_offset)
+    return tuple(g.contiguous() for g in chunked_attention_backward(q, k, v, o, lse, do, dlse, ctx, scale))
+
+
+def _grads(backward, saved, args, do, dlse):
+    """The inputs' gradients from the outputs' (either may be None: that output was unused)."""
+    q, k, v, o, lse = saved
+    do = torch.zeros_like(o) if do is None else do
+    dlse = None if dlse is None else dlse.contiguous()  # the kernels index it as a packed [B, H, Lq] array
+    return (*backward(q, k, v, o, lse, do, dlse, *args), None, None, None, None, None)
+
+
+@torch.library.custom_op("patternc::attention", mutates_args=())
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str, scale: float,
+              q_offset: int | None, backend: str, options: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out [B, Hq, Lq, D], natural-log lse [B, Hq, Lq] float32)``."""
+    return _forward(q, k, v, pattern, scale, q_offset, backend, options)
 
 
 @attention.register_fake
@@ -75,10 +98,7 @@ def attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: tor
                        q_offset: int | None, backend: str, options: str
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)``; dk and dv summed over each GQA group."""
-    if _use_kernels(q, backend):
-        return launch.backward(_plan(q, k, pattern, q_offset, options), q, k, v, o, lse, do, dlse, scale)
-    ctx = _pattern(pattern).resolve(q.shape[2], k.shape[2], q_offset)
-    return tuple(g.contiguous() for g in chunked_attention_backward(q, k, v, o, lse, do, dlse, ctx, scale))
+    return _backward(q, k, v, o, lse, do, dlse, pattern, scale, q_offset, backend, options)
 
 
 @attention_backward.register_fake
@@ -93,12 +113,30 @@ def _setup_context(ctx, inputs, output):
     ctx.args = args
 
 
-def _backward(ctx, do, dlse):
-    q, k, v, o, lse = ctx.saved_tensors
-    do = torch.zeros_like(o) if do is None else do
-    dlse = None if dlse is None else dlse.contiguous()  # the kernels index it as a packed [B, H, Lq] array
-    dq, dk, dv = attention_backward(q, k, v, o, lse, do, dlse, *ctx.args)
-    return dq, dk, dv, None, None, None, None, None
+def _op_backward(ctx, do, dlse):
+    return _grads(attention_backward, ctx.saved_tensors, ctx.args, do, dlse)
 
 
-attention.register_autograd(_backward, setup_context=_setup_context)
+attention.register_autograd(_op_backward, setup_context=_setup_context)
+
+
+class _Eager(torch.autograd.Function):
+    """The custom op's forward and backward bodies, without the custom-op machinery."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, *args):
+        ctx.set_materialize_grads(False)  # unused outputs' gradients stay None, as with the custom op
+        out, lse = _forward(q, k, v, *args)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.args = args
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, do, dlse):
+        return _grads(_backward, ctx.saved_tensors, ctx.args, do, dlse)
+
+
+def attention_eager(q, k, v, pattern: str, scale: float, q_offset: int | None, backend: str, options: str):
+    """What ``torch.ops.patternc.attention`` computes, with the same gradients, at less CPU cost
+    per call; for eager mode (`torch.compile` must see the custom op)."""
+    return _Eager.apply(q, k, v, pattern, scale, q_offset, backend, options)
