@@ -4,14 +4,16 @@ The plan owns the choices: which tree the kernels run (the pattern's optimized t
 generated mask source, tile configurations for the forward and backward kernels, the
 layouts at exactly those tiles (the layout's block is the kernel's tile), and the int32
 PARAMS. Plans live in one bounded LRU cache shared by every module of a pattern (a model's
-layers share them). A plan holds no Triton object, so it builds without Triton or a GPU
-(`patternc compile` reports from `choose_tiles`); its tensors are internal and read-only.
+layers share them). A plan builds without Triton or a GPU (`patternc compile` reports from
+`choose_tiles`); its tensors are internal and read-only. Its `launches` cache is filled by
+`patternc.ops.launch` (compiled kernels and their prepared arguments per call geometry), so
+it lives and dies with the plan.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypedDict
 
 import torch
@@ -106,6 +108,7 @@ class KernelPlan:
     random_slots: int
     fwd_row_tiles: int  # the most tiles any query block of the forward layout visits
     pack: int  # query heads per forward program: the GQA group, or 1 (see `packing`)
+    launches: dict = field(default_factory=dict, compare=False, repr=False)  # see patternc.ops.launch
 
     @property
     def interpret(self) -> bool:

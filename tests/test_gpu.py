@@ -87,13 +87,14 @@ def test_decode_steps_and_query_offsets(lq, q_offset):
 
 
 def test_relaunch_skips_triton_binding_and_matches(monkeypatch):
-    """After a call signature's first launch, `launch._launch` hands arguments straight to the
-    compiled kernel. Later calls must compute what the first did: fresh inputs (new addresses),
-    a [B, L, H, D] layout (new strides: a new signature), a view 2 bytes off 16-byte alignment
-    (a signature of its own, loaded through pointers), then the first layout again."""
+    """After a call geometry's first launch, `launch._launch` hands prepared arguments straight
+    to the compiled kernel. Later calls must compute what the first did: fresh inputs (new
+    addresses), a [B, L, H, D] layout (new strides: a new geometry), a view 2 bytes off 16-byte
+    alignment (a geometry of its own, loaded through pointers), then the first layout again."""
+    from patternc import plan
     from patternc.ops import launch
 
-    monkeypatch.setattr(launch, "_COMPILED", {})
+    plan._plan.cache_clear()  # fresh plans: no prepared launches
     pattern = "global(first, eos) + window(3) + random(2)"
     attn = patternc.attention_from(pattern)
     mask = patternc.parse(pattern).dense_mask(1000, 1000, device="cuda")
@@ -123,7 +124,5 @@ def test_relaunch_skips_triton_binding_and_matches(monkeypatch):
         ref_grads = torch.autograd.grad(ref, leaves, d_out.double())
         for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *ref_grads)):
             assert rel_err(got, want) < 1e-2, f"{name} after relaunch, layout {layout}"
-    # Triton bound each kernel once per signature: the preprocess kernel reads only O and dO,
-    # contiguous in every layout, so it has one signature
-    assert sorted(binds) == sorted(["attn_bwd_preprocess"] + 3 * ["attn_fwd", "attn_bwd_dkdv", "attn_bwd_dq"]), binds
+    assert len(binds) == 4 * len(set(layouts)), binds  # Triton bound each kernel once per geometry
     print(f"ok  relaunch: {len(layouts)} calls, {len(binds)} Triton launches")

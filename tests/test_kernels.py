@@ -332,3 +332,38 @@ def test_kernel_cache_is_safe_under_concurrent_processes(tmp_path):
     (path,) = {out.strip() for out, _ in results}
     assert [f.name for f in tmp_path.iterdir()] == [os.path.basename(path)]  # no temp files left
     assert open(path).read() == emit.generate(patternc.parse(text).optimized).text
+
+
+def test_prepared_launches_put_each_calls_tensors_in_place():
+    """`launch._launch`'s bookkeeping (its GPU path is tested in test_gpu.py): the first launch of a
+    geometry goes through Triton and keeps the argument list; later ones fill in only their own
+    tensors, in the kernel's argument order, and do not rebuild the other arguments."""
+    calls = []
+
+    class Compiled:
+        def __getitem__(self, grid):
+            return lambda *values: calls.append(("fast", grid, values))
+
+    class Kernel:  # what launch uses of a Triton JITFunction
+        __name__ = "k"
+        arg_names = ["A", "n", "B", "C"]
+
+        def __getitem__(self, grid):
+            return lambda **kwargs: calls.append(("triton", grid, kwargs)) or Compiled()
+
+    class Plan:
+        interpret = False
+        launches = {}
+
+    built = []
+
+    def args():
+        built.append(1)
+        return dict(n=7, C="c")
+
+    for a, b in (("a1", "b1"), ("a2", "b2")):
+        launch._launch(Kernel(), 3, Plan, ("geometry",), dict(A=a, B=b), args)
+    launch._launch(Kernel(), 3, Plan, ("other",), dict(A="a3", B="b3"), args)
+    assert calls == [("triton", (3,), dict(A="a1", B="b1", n=7, C="c")), ("fast", (3, 1, 1), ("a2", 7, "b2", "c")),
+                     ("triton", (3,), dict(A="a3", B="b3", n=7, C="c"))]
+    assert len(built) == 2 and all("a1" not in str(v) for v in Plan.launches.values())

@@ -22,9 +22,8 @@ TMA = None  # K/V tiles through the tensor memory accelerator: None = on CUDA GP
 SPLITS = None  # programs per forward row: None = chosen per call (`_splits`); tests set it
 MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
 _INTERPRETER = threading.Lock()
-FAST = True  # relaunch compiled kernels without Triton's argument binding (`_launch`); tests set it
-_COMPILED: dict = {}  # (kernel, device, call signature) -> Triton's compiled kernel, see `_launch`
-COMPILED_LIMIT = 1024  # entries before `_COMPILED` starts over
+FAST = True  # relaunch compiled kernels with prepared arguments (`_launch`); tests switch it off
+LAUNCHES_PER_PLAN = 64  # call geometries a plan keeps prepared launches for, before starting over
 
 
 def empty(shape, dtype, device):
@@ -53,36 +52,43 @@ def _launching(plan: KernelPlan, device: torch.device):
         yield
 
 
-def _signature(value):
-    """What Triton could specialize a compiled kernel on, for one argument: a tensor's dtype and
-    16-byte alignment, a TMA descriptor's geometry, and every other value itself."""
-    if isinstance(value, torch.Tensor):
-        return value.dtype, value.data_ptr() % 16 == 0
-    if hasattr(value, "block_shape"):  # a TMA descriptor (of triton.tools.tensor_descriptor)
-        base = value.base
-        return base.dtype, base.data_ptr() % 16 == 0, tuple(value.shape), tuple(value.strides), tuple(value.block_shape)
-    return value
+def _launch(kernel, programs: int, plan: KernelPlan, geometry: tuple, tensors: dict, args) -> None:
+    """``kernel[(programs,)](**tensors, **args())``, the call's tensors apart from ``args()``,
+    every other argument, which must be a function of ``geometry`` (with the plan).
 
-
-def _launch(kernel, programs: int, plan: KernelPlan, device: torch.device, args: dict) -> None:
-    """``kernel[(programs,)](**args)``. Triton's launch binds and specializes the 30-50 arguments
-    on every call (~100 us of CPU, as long as a small kernel runs); so the first launch of a
-    call signature goes through Triton (which compiles or finds the kernel) and keeps the
-    compiled kernel, and later launches of the same signature hand the arguments straight to
-    it. The signature holds every argument's value except tensor addresses (their dtype and
-    16-byte alignment instead): whatever Triton specializes on, so the kernel is the one
-    Triton would pick."""
+    Triton binds and specializes all 30-50 arguments on every launch (~100 us of CPU, as long
+    as a small kernel runs). So the first launch of a geometry goes through Triton (which
+    compiles or finds the kernel) and the plan keeps the compiled kernel with its argument
+    list; later launches put this call's tensors into a copy of the list and hand it straight
+    to the compiled kernel. ``geometry`` must hold whatever Triton specializes on besides the
+    plan: shapes, strides, the tensors' 16-byte alignment, scalars; the tensors passed here
+    must be the call's only other difference (their addresses)."""
     if plan.interpret or not FAST:
-        kernel[(programs,)](**args)
+        kernel[(programs,)](**tensors, **args())
         return
-    key = (kernel, device.index, *map(_signature, args.values()))
-    compiled = _COMPILED.get(key)
-    if compiled is None:
-        if len(_COMPILED) >= COMPILED_LIMIT:
-            _COMPILED.clear()
-        _COMPILED[key] = kernel[(programs,)](**args)
-    else:
-        compiled[(programs, 1, 1)](*(args[name] for name in kernel.arg_names))
+    key = (kernel.__name__, programs, geometry)
+    prepared = plan.launches.get(key)
+    if prepared is None:
+        every = {**tensors, **args()}
+        compiled = kernel[(programs,)](**every)
+        values = [every[name] for name in kernel.arg_names]
+        slots = [kernel.arg_names.index(name) for name in tensors]
+        for slot in slots:
+            values[slot] = None  # no reference to this call's tensors
+        if len(plan.launches) >= LAUNCHES_PER_PLAN:
+            plan.launches.clear()
+        plan.launches[key] = compiled, values, slots
+        return
+    compiled, values, slots = prepared
+    values = values.copy()
+    for slot, tensor in zip(slots, tensors.values()):
+        values[slot] = tensor
+    compiled[(programs, 1, 1)](*values)
+
+
+def _geometry(*tensors) -> tuple:
+    """Shapes, strides and 16-byte alignment of ``tensors`` (None: absent), for `_launch`."""
+    return tuple(None if t is None else (t.shape, t.stride(), t.data_ptr() % 16 == 0) for t in tensors)
 
 
 def _dot_precision(q) -> str:
@@ -158,13 +164,15 @@ def forward(plan: KernelPlan, q, k, v, scale: float):
         o = empty((splits, B, H, Lq, D), torch.float32, q.device)
         lse = empty((splits, B, H, Lq), torch.float32, q.device)
     k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
+    geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, scale, splits, _dot_precision(q))
     with _launching(plan, q.device):
-        _launch(flash.attn_fwd, programs * splits, plan, q.device, dict(
-            Q=q, K=k, V=v, O=o, LSE=lse, K_DESC=k_desc, V_DESC=v_desc, **_lists(lay, False),
-            **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
-            **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H, GROUP=H // k.shape[1],
-            qk_scale=scale * LOG2E, SPLITS=splits, stride_ls=lse.view(splits, B * H * Lq).stride(0),
-            PACK=plan.pack, MASK=mask, **_common(plan, q, cfg)))
+        _launch(flash.attn_fwd, programs * splits, plan, geometry,
+                dict(Q=q, K=k, V=v, O=o, LSE=lse, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
+                    **_lists(lay, False), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
+                    **_strides("v", v, "bhnd"), **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H,
+                    GROUP=H // k.shape[1], qk_scale=scale * LOG2E, SPLITS=splits,
+                    stride_ls=lse.view(splits, B * H * Lq).stride(0), PACK=plan.pack, MASK=mask,
+                    **_common(plan, q, cfg)))
     if splits == 1:
         return o, lse
     total = torch.logsumexp(lse, 0)  # -inf where no split attended anything
@@ -180,25 +188,28 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     lay, cfg = plan.bwd_layout, plan.bwd
     delta = empty((B, H, Lq), torch.float32, q.device)
     dq, dk, dv = empty(q.shape, q.dtype, q.device), empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
-    common = _common(plan, q, cfg)
+    q_desc, do_desc = _descriptors(plan, cfg.block_m, q, do)
+    k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
+    geometry = (_geometry(q, k, v, o, lse, do, dlse), *(d is None for d in (q_desc, do_desc, k_desc, v_desc)),
+                scale, _dot_precision(q))
     with _launching(plan, q.device):
-        _launch(flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, plan, q.device, dict(
-            O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta,
-            **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
-            HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None))
-        q_desc, do_desc = _descriptors(plan, cfg.block_m, q, do)
-        _launch(flash.attn_bwd_dkdv, lay.num_kv_blocks * B * HKV, plan, q.device, dict(
-            Q=q, K=k, V=v, DO=do, DK=dk, DV=dv, LSE=lse, DELTA=delta, Q_DESC=q_desc, DO_DESC=do_desc,
-            **_lists(lay, True),
-            **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
-            **_strides("do", do, "bhmd"), **_strides("dk", dk, "bhnd"), **_strides("dv", dv, "bhnd"),
-            HKV=HKV, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask,
-            WIDE_ROWS=max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS, **common))
-        k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
-        _launch(flash.attn_bwd_dq, lay.num_q_blocks * B * H, plan, q.device, dict(
-            Q=q, K=k, V=v, DO=do, DQ=dq, LSE=lse, DELTA=delta, K_DESC=k_desc, V_DESC=v_desc,
-            **_lists(lay, False),
-            **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"), **_strides("v", v, "bhnd"),
-            **_strides("do", do, "bhmd"), **_strides("dq", dq, "bhmd"),
-            H=H, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask, **common))
+        _launch(flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, plan, geometry,
+                dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta), lambda: dict(
+                    **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
+                    HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None))
+        _launch(flash.attn_bwd_dkdv, lay.num_kv_blocks * B * HKV, plan, geometry,
+                dict(Q=q, K=k, V=v, DO=do, DK=dk, DV=dv, LSE=lse, DELTA=delta, Q_DESC=q_desc, DO_DESC=do_desc),
+                lambda: dict(
+                    **_lists(lay, True), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
+                    **_strides("v", v, "bhnd"), **_strides("do", do, "bhmd"), **_strides("dk", dk, "bhnd"),
+                    **_strides("dv", dv, "bhnd"), HKV=HKV, GROUP=H // HKV, qk_scale=scale * LOG2E,
+                    sm_scale=scale, MASK=mask, **_common(plan, q, cfg),
+                    WIDE_ROWS=max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS))
+        _launch(flash.attn_bwd_dq, lay.num_q_blocks * B * H, plan, geometry,
+                dict(Q=q, K=k, V=v, DO=do, DQ=dq, LSE=lse, DELTA=delta, K_DESC=k_desc, V_DESC=v_desc),
+                lambda: dict(
+                    **_lists(lay, False), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
+                    **_strides("v", v, "bhnd"), **_strides("do", do, "bhmd"), **_strides("dq", dq, "bhmd"),
+                    H=H, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask,
+                    **_common(plan, q, cfg)))
     return dq, dk, dv
