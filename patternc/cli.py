@@ -79,11 +79,11 @@ def _cmd_compile(args) -> int:
     pattern = _read_pattern(args)
     import torch
 
-    from .plan import choose_tiles
+    from .plan import tiles_and_layout
 
     options = {k: v for k, v in (("block_m", args.block_m), ("block_n", args.block_n)) if v is not None}
-    fwd, bwd = choose_tiles(args.device, getattr(torch, args.dtype), args.head_dim, options)
-    lay = pattern.layout(args.seq_len, args.kv_len, fwd.block_m, fwd.block_n)
+    fwd, bwd, lay = tiles_and_layout(lambda m, n: pattern.layout(args.seq_len, args.kv_len, m, n), args.device,
+                                     getattr(torch, args.dtype), args.head_dim, options)
     tiles = lay.num_q_blocks * lay.num_kv_blocks
     out = sys.stderr if args.emit == "-" else sys.stdout  # keep stdout for the source
     print(f"pattern   {pattern}", file=out)

@@ -66,11 +66,13 @@ def check_options(options: dict) -> Options:
     return options
 
 
-def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None
-                 ) -> tuple[TileConfig, TileConfig]:
+def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None,
+                 dense: bool = False) -> tuple[TileConfig, TileConfig]:
     """(forward, backward) tiles for a device type, dtype and head dim, then the options.
 
-    CUDA, fp16/bf16, D <= 128: the best of a sweep on an H100 (benchmarks/tune_tiles.py).
+    CUDA, fp16/bf16, D <= 128: the best of a sweep on an H100 (benchmarks/tune_tiles.py), and
+    for ``dense`` layouts (`is_dense`) a 128x128, 8-warp forward (A/B on an H200: causal and
+    `all` 4-8% faster, every sparser row slower: results/2026-11-26-ab-fwd128-h200.md).
     fp32 or D > 128: smaller tiles that fit shared memory (golden-tested, untuned). The
     interpreter (CPU): 32x32, which keeps its numpy work small.
     """
@@ -81,11 +83,33 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
     elif head_dim > 128 or dtype == torch.float32:
         fwd, bwd = TileConfig(64, 32, 4, 2), TileConfig(32, 32, 4, 1)
     else:
-        fwd, bwd = TileConfig(64, 64, 4, 3), TileConfig(64, 64, 4, 2)
+        fwd, bwd = TileConfig(128, 128, 8, 3) if dense else TileConfig(64, 64, 4, 3), TileConfig(64, 64, 4, 2)
     options = options or {}
     shared = {k: v for k, v in options.items() if not k.startswith(("fwd_", "bwd_"))}
     return tuple(replace(cfg, **{**shared, **{k[4:]: v for k, v in options.items() if k.startswith(prefix)}})
                  for cfg, prefix in ((fwd, "fwd_"), (bwd, "bwd_")))
+
+
+def is_dense(layout: BlockLayout) -> bool:
+    """Rows of at least 64 tiles, at most 1% of them partial (causal from ~16K tokens, `all`):
+    where bigger forward tiles pay. Sparser layouts lose more on their partial and short rows."""
+    tiles = layout.num_full + layout.num_partial
+    return tiles >= 64 * layout.num_q_blocks and layout.num_partial <= 0.01 * tiles
+
+
+def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None,
+                     group: int = 1) -> tuple[TileConfig, TileConfig, BlockLayout]:
+    """`choose_tiles` with the layout's say: (forward, backward, forward layout), where
+    ``layout_at(block_m, block_n)`` builds the layout at a tile (its rows: ``block_m // pack``
+    queries, see `packing`). Options that set any forward tile setting leave it to them."""
+    options = options or {}
+    fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
+    layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
+    if is_dense(layout) and all(name.startswith("bwd_") for name in options):
+        dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True)
+        if dense != fwd:
+            fwd, layout = dense, layout_at(dense.block_m // packing(dense, group), dense.block_n)
+    return fwd, bwd, layout
 
 
 @dataclass(frozen=True)
@@ -154,14 +178,16 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
     if device.type != "cuda" and dtype == torch.bfloat16:
         raise PatterncError("bfloat16 kernels cannot run on the CPU: the Triton interpreter's bf16 dot is "
                             "inaccurate; use float32 or float16 there, or a GPU")
-    fwd, bwd = choose_tiles(device.type, dtype, head_dim, dict(options))
     ctx = pattern.resolve(q_len, kv_len, q_offset, optimized=True)
-    pack = packing(fwd, group)
-    fwd_block = (fwd.block_m // pack, fwd.block_n)
-    layouts = {b: build_layout(ctx, *b) for b in {fwd_block, (bwd.block_m, bwd.block_n)}}
-    lay = layouts[fwd_block]
+    layouts = {}
+
+    def layout_at(block_m, block_n):
+        if (block_m, block_n) not in layouts:
+            layouts[block_m, block_n] = build_layout(ctx, block_m, block_n)
+        return layouts[block_m, block_n]
+
+    fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group)
     row_tiles = int((lay.full.counts + lay.partial.counts).max()) if lay.num_q_blocks else 0
-    layouts = {b: layout.to(device) for b, layout in layouts.items()}
     return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, generate(ctx.root),
-                      fwd, bwd, layouts[fwd_block], layouts[(bwd.block_m, bwd.block_n)],
-                      params(ctx).to(device), ctx.random_slots, row_tiles, pack)
+                      fwd, bwd, lay.to(device), layout_at(bwd.block_m, bwd.block_n).to(device),
+                      params(ctx).to(device), ctx.random_slots, row_tiles, packing(fwd, group))

@@ -14,7 +14,7 @@ import torch
 import patternc
 from helpers import PATTERNS, block_classes, dense_attention, rel_err, run_case
 from patternc.kernels import emit
-from patternc.plan import KernelPlan, choose_tiles, plan_for
+from patternc.plan import KernelPlan, choose_tiles, plan_for, tiles_and_layout
 
 PACKAGE = Path(patternc.__file__).parent
 REPO = PACKAGE.parent
@@ -193,6 +193,21 @@ def test_tile_options_apply_to_both_passes_and_prefixed_ones_to_one():
     fwd, bwd = choose_tiles("cuda", torch.bfloat16, 64, {"block_n": 32, "bwd_block_m": 128, "fwd_num_warps": 8})
     assert (fwd.block_m, fwd.block_n, fwd.num_warps) == (64, 32, 8)
     assert (bwd.block_m, bwd.block_n, bwd.num_warps) == (128, 32, 4)
+
+
+@pytest.mark.parametrize("text,n,options,tile", [
+    ("causal", 16384, {}, (128, 128, 8)),  # 0.8% of its 64x64 tiles partial, rows of 128 tiles on average
+    ("all", 8192, {}, (128, 128, 8)),
+    ("causal", 4096, {}, (64, 64, 4)),  # 3% partial
+    ("(global(0:4) + window(left=4095, right=0)) & causal", 16384, {}, (64, 64, 4)),  # 3% partial
+    ("causal", 16384, {"num_stages": 2}, (64, 64, 4)),  # a forward option: the options decide
+    ("causal", 16384, {"bwd_block_m": 32}, (128, 128, 8)),
+])
+def test_dense_layouts_take_bigger_forward_tiles(text, n, options, tile):
+    pattern = patternc.parse(text)
+    fwd, bwd, lay = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, 128, options)
+    assert (fwd.block_m, fwd.block_n, fwd.num_warps) == tile and (lay.block_m, lay.block_n) == tile[:2]
+    assert (bwd.block_m, bwd.block_n) == (options.get("bwd_block_m", 64), 64)
 
 
 def test_plan_layouts_are_at_the_kernel_tiles():

@@ -6,8 +6,8 @@
 #     MASK(i, j, Q_OFFSET, PARAMS, TAGS, ROWS=, COLS=, RANDOM_SLOTS=) -> bool [ROWS, COLS]:
 #         query row i attends key j, for row and column indices broadcast to the tile
 #         (queries x keys in the forward and dQ kernels, keys x queries in the dK/dV kernel)
-# so each structure compiles its own specialization of these kernels, and the preprocess
-# kernel (no MASK) compiles once for all patterns.
+# so each structure compiles its own specialization of these kernels, and the preprocess and
+# merge kernels (no MASK) compile once for all patterns.
 #
 # Conventions:
 #   Q [B, H, Lq, D], K and V [B, HKV, Lk, D], any strides; H = HKV * GROUP (GQA: query head h
@@ -242,6 +242,35 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
         tl.store(LSE + (off_b * H + heads).to(tl.int64) * Q_LEN + offs_m, lse, mask=offs_m < Q_LEN)
 
 
+@triton.jit
+def attn_merge(PARTS, PART_LSE, O, LSE, ROWS, SPLITS, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
+               BLOCK: tl.constexpr):
+    """Split rows (attn_fwd with SPLITS > 1): each row's O and LSE from its SPLITS parts, the
+    normalized O_s [SPLITS, ROWS, HEAD_DIM] (float32) and natural-log lse_s [SPLITS, ROWS] of a
+    share of its key tiles each: lse = log sum_s exp(lse_s), O = sum_s exp(lse_s - lse) O_s.
+    O [ROWS, HEAD_DIM] and LSE [ROWS] are contiguous; rows whose parts attended nothing get 0
+    and -inf."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    row_ok = rows < ROWS
+    d = tl.arange(0, D_PAD)
+    ok = row_ok[:, None] & (d < HEAD_DIM)[None, :]
+    m = tl.full([BLOCK], float("-inf"), dtype=tl.float32)
+    for s in range(SPLITS):
+        m = tl.maximum(m, tl.load(PART_LSE + s * ROWS + rows, mask=row_ok, other=float("-inf")))
+    m = tl.where(m == float("-inf"), 0.0, m)  # rows with nothing: every weight below is 0
+    l = tl.zeros([BLOCK], dtype=tl.float32)
+    acc = tl.zeros([BLOCK, D_PAD], dtype=tl.float32)
+    for s in range(SPLITS):
+        w = tl.exp(tl.load(PART_LSE + s * ROWS + rows, mask=row_ok, other=float("-inf")) - m)
+        part = (s * ROWS + rows).to(tl.int64) * HEAD_DIM
+        acc += w[:, None] * tl.load(PARTS + part[:, None] + d[None, :], mask=ok, other=0.0)
+        l += w
+    empty = l == 0.0
+    l = tl.where(empty, 1.0, l)
+    tl.store(O + rows.to(tl.int64)[:, None] * HEAD_DIM + d[None, :], (acc / l[:, None]).to(O.dtype.element_ty), mask=ok)
+    tl.store(LSE + rows, tl.where(empty, float("-inf"), m + tl.log(l)), mask=row_ok)
+
+
 # --------------------------------------------------------------------------- backward
 @triton.jit
 def attn_bwd_preprocess(O, DO, DLSE, DELTA,
@@ -261,8 +290,6 @@ def attn_bwd_preprocess(O, DO, DLSE, DELTA,
     if HAS_DLSE:  # d lse / d score = softmax, so a gradient on LSE shifts delta
         delta -= tl.load(DLSE + row, mask=offs_m < Q_LEN, other=0.0)
     tl.store(DELTA + row, delta, mask=offs_m < Q_LEN)
-
-
 
 
 @triton.jit

@@ -21,6 +21,7 @@ WIDE_ROW_OFFSETS = 2**31  # row offsets from here on need 64-bit pointer math in
 TMA = None  # K/V tiles through the tensor memory accelerator: None = on CUDA GPUs that have it; tests set it
 SPLITS = None  # programs per forward row: None = chosen per call (`_splits`); tests set it
 MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
+MERGE_ROWS = 32  # rows per program of the split merge
 _INTERPRETER = threading.Lock()
 FAST = True  # relaunch compiled kernels with prepared arguments (`_launch`); tests switch it off
 LAUNCHES_PER_PLAN = 64  # call geometries a plan keeps prepared launches for, before starting over
@@ -173,11 +174,13 @@ def forward(plan: KernelPlan, q, k, v, scale: float):
                     GROUP=H // k.shape[1], qk_scale=scale * LOG2E, SPLITS=splits,
                     stride_ls=lse.view(splits, B * H * Lq).stride(0), PACK=plan.pack, MASK=mask,
                     **_common(plan, q, cfg)))
-    if splits == 1:
-        return o, lse
-    total = torch.logsumexp(lse, 0)  # -inf where no split attended anything
-    weight = torch.where(lse == float("-inf"), 0.0, torch.exp(lse - total))
-    return (weight.unsqueeze(-1) * o).sum(0).to(q.dtype), total
+        if splits == 1:
+            return o, lse
+        out, total = empty(q.shape, q.dtype, q.device), empty((B, H, Lq), torch.float32, q.device)
+        _launch(flash.attn_merge, -(-B * H * Lq // MERGE_ROWS), plan, geometry, dict(
+                PARTS=o, PART_LSE=lse, O=out, LSE=total), lambda: dict(
+                ROWS=B * H * Lq, SPLITS=splits, HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK=MERGE_ROWS))
+    return out, total
 
 
 def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
