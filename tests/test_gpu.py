@@ -9,6 +9,7 @@ import torch
 
 import patternc
 from helpers import EXAMPLES, EXAMPLES_DIR, dense_attention, rel_err, run_case
+from patternc.plan import plan_for
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -29,6 +30,17 @@ def test_examples_1k(example, dtype, d):
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_examples_long_bf16(example, n):
     run_case(_example(example), lq=n, d=128, hq=1, dtype=torch.bfloat16, block=None)
+
+
+@pytest.mark.parametrize("pattern,n,d,hq,hkv,dtype", [("causal", 16384, 64, 1, 1, "bf16"),
+                                                      ("causal", 16384, 128, 2, 1, "bf16"),
+                                                      ("all", 8192, 128, 1, 1, "fp16")])
+def test_dense_layouts_with_128x128_forward_tiles(pattern, n, d, hq, hkv, dtype):
+    """Dense layouts take 128x128, 8-warp forward tiles (`plan.is_dense`), packed GQA included."""
+    plan = plan_for(patternc.parse(pattern), n, n, None, torch.device("cuda"), DTYPES[dtype], d, {},
+                    hq // hkv)
+    assert (plan.fwd.block_m, plan.fwd.block_n, plan.fwd.num_warps) == (128, 128, 8)
+    run_case(pattern, lq=n, d=d, hq=hq, hkv=hkv, dtype=DTYPES[dtype], block=None)
 
 
 @pytest.mark.parametrize("lq,lk,hq,hkv", [(1000, 3000, 4, 2), (3000, 1000, 4, 1), (2047, 2047, 2, 2)])
