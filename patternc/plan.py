@@ -91,10 +91,13 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
 
 
 def is_dense(layout: BlockLayout) -> bool:
-    """Rows of at least 64 tiles, at most 1% of them partial (causal from ~16K tokens, `all`):
-    where bigger forward tiles pay. Sparser layouts lose more on their partial and short rows."""
+    """At least 64 query blocks with rows of at least 64 tiles, at most 1% of them partial
+    (causal from ~16K tokens, `all` from 4K): where bigger forward tiles pay. Sparser layouts
+    lose more on their partial tiles and short rows; a few query rows (decoding) fill no more
+    of a bigger tile and leave fewer programs."""
     tiles = layout.num_full + layout.num_partial
-    return tiles >= 64 * layout.num_q_blocks and layout.num_partial <= 0.01 * tiles
+    return (layout.num_q_blocks >= 64 and tiles >= 64 * layout.num_q_blocks
+            and layout.num_partial <= 0.01 * tiles)
 
 
 def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None,

@@ -198,6 +198,8 @@ def test_tile_options_apply_to_both_passes_and_prefixed_ones_to_one():
 @pytest.mark.parametrize("text,n,options,tile", [
     ("causal", 16384, {}, (128, 128, 8)),  # 0.8% of its 64x64 tiles partial, rows of 128 tiles on average
     ("all", 8192, {}, (128, 128, 8)),
+    ("all", 2048, {}, (64, 64, 4)),  # 32 query blocks
+    ("causal", 64 * 1024 + 16, {}, (128, 128, 8)),
     ("causal", 4096, {}, (64, 64, 4)),  # 3% partial
     ("(global(0:4) + window(left=4095, right=0)) & causal", 16384, {}, (64, 64, 4)),  # 3% partial
     ("causal", 16384, {"num_stages": 2}, (64, 64, 4)),  # a forward option: the options decide
@@ -319,3 +321,10 @@ def test_no_keys_gives_zero_rows(backend):
     out, lse = patternc.attention_from("causal", backend=backend)(q, k, v, return_lse=True)
     assert out.shape == q.shape and (out == 0).all() and torch.isneginf(lse).all()
     assert (patternc.reference_attention(q, k, v, "causal") == 0).all()
+
+
+def test_decoding_keeps_the_small_forward_tiles():
+    """16 queries against 64K keys: one long row of full tiles, but no rows to fill a bigger tile."""
+    pattern = patternc.parse("causal")
+    fwd, _, lay = tiles_and_layout(lambda m, n: pattern.layout(16, 65536, m, n), "cuda", torch.bfloat16, 128, {}, 4)
+    assert (fwd.block_m, fwd.block_n, lay.block_m) == (64, 64, 16)  # 4 heads packed: 16 queries of each
