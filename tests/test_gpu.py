@@ -32,9 +32,9 @@ def test_examples_long_bf16(example, n):
     run_case(_example(example), lq=n, d=128, hq=1, dtype=torch.bfloat16, block=None)
 
 
-@pytest.mark.parametrize("pattern,n,d,hq,hkv,dtype", [("causal", 16384, 64, 1, 1, "bf16"),
+@pytest.mark.parametrize("pattern,n,d,hq,hkv,dtype", [("causal", 16384, 128, 1, 1, "bf16"),
                                                       ("all", 4096, 128, 2, 1, "bf16"),
-                                                      ("all", 4096, 64, 1, 1, "fp16")])
+                                                      ("all", 4096, 96, 1, 1, "fp16")])
 def test_dense_layouts_with_128x128_forward_tiles(pattern, n, d, hq, hkv, dtype):
     """Dense layouts take 128x128, 8-warp forward tiles (`plan.is_dense`), packed GQA included."""
     plan = plan_for(patternc.parse(pattern), n, n, None, torch.device("cuda"), DTYPES[dtype], d, {},
