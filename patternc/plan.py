@@ -93,12 +93,13 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
 
 
 def is_dense(layout: BlockLayout) -> bool:
-    """At least 64 query blocks with rows of at least 64 tiles, at most 1% of them partial
-    (causal from ~16K tokens, `all` from 4K): where bigger forward tiles pay. Sparser layouts
-    lose more on their partial tiles and short rows; a few query rows (decoding) fill no more
-    of a bigger tile and leave fewer programs."""
+    """At least 128 query blocks with rows of at least 64 tiles, at most 1% of them partial
+    (causal and `all` from ~16K tokens at 64x64 tiles): where bigger forward tiles pay. Sparser
+    layouts lose more on their partial tiles and short rows; fewer query blocks leave fewer,
+    longer programs (`all` at 4K: 8% slower), and a few query rows (decoding) fill no more of
+    a bigger tile."""
     tiles = layout.num_full + layout.num_partial
-    return (layout.num_q_blocks >= 64 and tiles >= 64 * layout.num_q_blocks
+    return (layout.num_q_blocks >= 128 and tiles >= 64 * layout.num_q_blocks
             and layout.num_partial <= 0.01 * tiles)
 
 

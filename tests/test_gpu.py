@@ -33,8 +33,8 @@ def test_examples_long_bf16(example, n):
 
 
 @pytest.mark.parametrize("pattern,n,d,hq,hkv,dtype", [("causal", 16384, 128, 1, 1, "bf16"),
-                                                      ("all", 4096, 128, 2, 1, "bf16"),
-                                                      ("all", 4096, 96, 1, 1, "fp16")])
+                                                      ("all", 8192, 128, 2, 1, "bf16"),
+                                                      ("all", 8192, 96, 1, 1, "fp16")])
 def test_dense_layouts_with_128x128_forward_tiles(pattern, n, d, hq, hkv, dtype):
     """Dense layouts take 128x128, 8-warp forward tiles (`plan.is_dense`), packed GQA included."""
     plan = plan_for(patternc.parse(pattern), n, n, None, torch.device("cuda"), DTYPES[dtype], d, {},

@@ -198,7 +198,7 @@ def test_tile_options_apply_to_both_passes_and_prefixed_ones_to_one():
 @pytest.mark.parametrize("text,n,options,tile", [
     ("causal", 16384, {}, (128, 128, 8)),  # 0.8% of its 64x64 tiles partial, rows of 128 tiles on average
     ("all", 8192, {}, (128, 128, 8)),
-    ("all", 2048, {}, (64, 64, 4)),  # 32 query blocks
+    ("all", 4096, {}, (64, 64, 4)),  # 64 query blocks
     ("causal", 64 * 1024 + 16, {}, (128, 128, 8)),
     ("causal", 4096, {}, (64, 64, 4)),  # 3% partial
     ("(global(0:4) + window(left=4095, right=0)) & causal", 16384, {}, (64, 64, 4)),  # 3% partial
