@@ -1,6 +1,6 @@
 """Model integration on the GPU (issue 9's logs): a compiled model and a Hugging Face model, bf16.
 
-    python benchmarks/gpu_integration.py
+    python benchmarks/gpu_integration.py [--transformers]   (only part 2)
 
 1. `torch.compile(model, fullgraph=True)` (inductor) over a block using `attention_from`, at
    three sequence lengths: graphs compiled (at most 2 expected), outputs and input gradients
@@ -102,9 +102,32 @@ def transformers_model():
               f"for {new.float().mean().item():.1%} of new tokens (first difference per sequence: {first})")
     print("(the eager row, transformers' own implementation with a plain causal mask, is the bf16 baseline: "
           "greedy decoding of a random model has near-tied logits)")
+    decode_step_logits(cfg, ours.state_dict(), prompt)
+
+
+def decode_step_logits(cfg, state, prompt):
+    """bf16: each cached decoding step's logits against the full pass over the same tokens."""
+    from transformers import AutoModelForCausalLM
+
+    gen = AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation="patternc_gen").cuda().eval()
+    gen.load_state_dict(state)
+    gen = gen.to(torch.bfloat16)
+    out = gen.generate(prompt, max_new_tokens=32, do_sample=False, use_cache=True, pad_token_id=0,
+                       return_dict_in_generate=True, output_logits=True)
+    cached = torch.stack(out.logits, 1).float()  # [B, 32, V]: the logits each step chose its token from
+    with torch.no_grad():
+        full = gen(out.sequences[:, :-1]).logits[:, prompt.shape[1] - 1:].float()
+    top2 = full.topk(2, -1).values
+    flips = (cached.argmax(-1) != full.argmax(-1)).nonzero().tolist()
+    print(f"transformers patternc_gen bfloat16, 32 cached steps vs the full pass over the same tokens: logits rel err "
+          f"{rel(cached, full):.1e}, max abs diff {(cached - full).abs().max().item():.3f}; steps whose top token "
+          f"differs: {flips}; their full-pass top-2 margins: "
+          f"{[round((top2[b, t, 0] - top2[b, t, 1]).item(), 4) for b, t in flips]}; median margin "
+          f"{(top2[..., 0] - top2[..., 1]).median().item():.3f}")
 
 
 if __name__ == "__main__":
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
-    compiled_model()
+    if "--transformers" not in sys.argv:
+        compiled_model()
     transformers_model()
