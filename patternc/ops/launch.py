@@ -1,4 +1,5 @@
-"""Launching the kernels of a `KernelPlan`: allocation, grids and keyword arguments.
+"""Launching the kernels of a `KernelPlan`: allocation, grids, arguments, and launches prepared
+once per call geometry (`_launch`).
 
 Kernels come from `patternc.kernels.cache`, compiled for CUDA tensors or interpreted for CPU
 tensors (the plan says which). Interpreted launches are serialized: Triton's interpreter
@@ -23,7 +24,6 @@ SPLITS = None  # programs per forward row: None = chosen per call (`_splits`); t
 MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
 MERGE_ROWS = 32  # rows per program of the split merge
 _INTERPRETER = threading.Lock()
-FAST = True  # relaunch compiled kernels with prepared arguments (`_launch`); tests switch it off
 LAUNCHES_PER_PLAN = 64  # call geometries a plan keeps prepared launches for, before starting over
 
 
@@ -54,8 +54,8 @@ def _launching(plan: KernelPlan, device: torch.device):
 
 
 def _launch(kernel, programs: int, plan: KernelPlan, geometry: tuple, tensors: dict, args) -> None:
-    """``kernel[(programs,)](**tensors, **args())``, the call's tensors apart from ``args()``,
-    every other argument, which must be a function of ``geometry`` (with the plan).
+    """``kernel[(programs,)](**tensors, **args())``: ``tensors`` are this call's tensors (and
+    descriptors), ``args()`` gives every other argument, a function of the plan and ``geometry``.
 
     Triton binds and specializes all 30-50 arguments on every launch (~100 us of CPU, as long
     as a small kernel runs). So the first launch of a geometry goes through Triton (which
@@ -64,7 +64,7 @@ def _launch(kernel, programs: int, plan: KernelPlan, geometry: tuple, tensors: d
     to the compiled kernel. ``geometry`` must hold whatever Triton specializes on besides the
     plan: shapes, strides, the tensors' 16-byte alignment, scalars; the tensors passed here
     must be the call's only other difference (their addresses)."""
-    if plan.interpret or not FAST:
+    if plan.interpret:
         kernel[(programs,)](**tensors, **args())
         return
     key = (kernel.__name__, programs, geometry)
