@@ -25,6 +25,7 @@ from .pattern import Pattern
 
 INT32_LIMIT = 2**31
 PLAN_CACHE_SIZE = 64
+HEAVY = 4  # a block whose list is longer than HEAVY x the mean is scheduled first (`Schedule`)
 
 
 class Options(TypedDict, total=False):
@@ -138,6 +139,9 @@ class KernelPlan:
     random_slots: int
     fwd_row_tiles: int  # the most tiles any query block of the forward layout visits
     pack: int  # query heads per forward program: the GQA group, or 1 (see `packing`)
+    fwd_schedule: Schedule  # of the forward layout's query blocks
+    dq_schedule: Schedule  # of the backward layout's query blocks
+    dkdv_schedule: Schedule  # of the backward layout's key blocks
     launches: dict = field(default_factory=dict, compare=False, repr=False)  # see patternc.ops.launch
 
     @property
@@ -157,6 +161,29 @@ class KernelPlan:
         return (f"KernelPlan {self.pattern} at q_len={self.q_len} kv_len={self.kv_len} q_offset={self.q_offset}, "
                 f"{str(self.dtype).removeprefix('torch.')} D={self.head_dim} on {self.device}\n"
                 f"  {tile('forward ', self.fwd, self.fwd_layout)}\n  {tile('backward', self.bwd, self.bwd_layout)}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The order in which a kernel's programs take their blocks (query blocks, or key blocks for
+    dK/dV): ``order[:heavy]`` are the heavy blocks, longest list first, taken first for every
+    (batch, head); then each (batch, head) takes ``order[heavy:]``, the rest in index order (so
+    neighbouring programs share a head's K/V in L2). Longest first: a global query row's block
+    visits every key tile, and a program that starts it late runs alone at the end."""
+
+    order: torch.Tensor  # int32 [blocks]
+    heavy: int
+
+    @staticmethod
+    def of(counts: torch.Tensor) -> Schedule:
+        """From each block's number of tiles."""
+        heavy = counts > HEAVY * counts.double().mean()
+        blocks = torch.arange(counts.numel())
+        first = blocks[heavy][torch.argsort(counts[heavy], descending=True, stable=True)]
+        return Schedule(torch.cat([first, blocks[~heavy]]).to(torch.int32), int(first.numel()))
+
+    def to(self, device) -> Schedule:
+        return Schedule(self.order.to(device), self.heavy)
 
 
 def packing(cfg: TileConfig, group: int) -> int:
@@ -193,7 +220,10 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
         return layouts[block_m, block_n]
 
     fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group)
-    row_tiles = int((lay.full.counts + lay.partial.counts).max()) if lay.num_q_blocks else 0
+    back = layout_at(bwd.block_m, bwd.block_n)
+    rows = lay.full.counts + lay.partial.counts
     return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, generate(ctx.root),
-                      fwd, bwd, lay.to(device), layout_at(bwd.block_m, bwd.block_n).to(device),
-                      params(ctx).to(device), ctx.random_slots, row_tiles, packing(fwd, group))
+                      fwd, bwd, lay.to(device), back.to(device), params(ctx).to(device), ctx.random_slots,
+                      int(rows.max()) if lay.num_q_blocks else 0, packing(fwd, group),
+                      Schedule.of(rows).to(device), Schedule.of(back.full.counts + back.partial.counts).to(device),
+                      Schedule.of(back.full_t.counts + back.partial_t.counts).to(device))

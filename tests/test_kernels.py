@@ -126,6 +126,23 @@ def test_split_rows_merge_through_the_lse(monkeypatch, splits):
     run_case(LECTURE_SMALL, lq=2, lk=130, hq=4, hkv=2, block=(32, 32))  # packed GQA and split rows
 
 
+@pytest.mark.parametrize("splits", [1, 3])
+def test_heavy_blocks_scheduled_first(monkeypatch, splits):
+    """Programs take heavy blocks first (`plan.Schedule`); with the threshold at the mean, about
+    half the blocks of each kernel count as heavy, in every kernel, with split rows and GQA."""
+    from patternc import plan
+
+    monkeypatch.setattr(plan, "HEAVY", 1.0)
+    monkeypatch.setattr(launch, "SPLITS", splits)
+    plan._plan.cache_clear()
+    run_case(LECTURE_SMALL, lq=200, lk=230, hq=4, hkv=2)
+    run_case("global(0:20) + window(5)", lq=150, d=16, block=(32, 16))
+    used = plan.plan_for(patternc.parse(LECTURE_SMALL), 200, 230, None, torch.device("cpu"), torch.float32, 32,
+                         {"block_m": 16, "block_n": 16}, 2)
+    assert all(0 < s.heavy < s.order.numel() for s in (used.fwd_schedule, used.dq_schedule, used.dkdv_schedule))
+    plan._plan.cache_clear()  # no plan built with this threshold outlives the test
+
+
 # ------------------------------------------------------------------ property sweep
 SWEEP_N = int(os.environ.get("PATTERNC_SWEEP_N", "12"))  # cases; PATTERNC_SWEEP_N=2000 on a GPU
 SWEEP_SEED = int(os.environ.get("PATTERNC_SWEEP_SEED", random.randrange(2**31)))

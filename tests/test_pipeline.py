@@ -14,7 +14,7 @@ import torch
 import patternc
 from helpers import PATTERNS, block_classes, dense_attention, rel_err, run_case
 from patternc.kernels import emit
-from patternc.plan import KernelPlan, choose_tiles, plan_for, tiles_and_layout
+from patternc.plan import KernelPlan, Schedule, choose_tiles, plan_for, tiles_and_layout
 
 PACKAGE = Path(patternc.__file__).parent
 REPO = PACKAGE.parent
@@ -212,6 +212,17 @@ def test_dense_layouts_take_bigger_forward_tiles(text, n, options, tile):
     fwd, _, _ = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, 64, options)
     assert (fwd.block_m, fwd.block_n) == (64, 64) or options  # D=64 keeps 64x64 tiles
     assert (bwd.block_m, bwd.block_n) == (options.get("bwd_block_m", 64), 64)
+
+
+def test_schedule_takes_heavy_blocks_first_and_the_rest_in_order():
+    counts = torch.tensor([100] + [3] * 20 + [120])  # 4x the mean is 50.9: blocks 21 and 0 are heavy
+    schedule = Schedule.of(counts)
+    assert schedule.order.tolist() == [21, 0] + list(range(1, 21)) and schedule.heavy == 2
+    assert Schedule.of(torch.tensor([1, 2, 3, 4])).heavy == 0  # causal-like rows: index order kept
+    p1 = patternc.parse("global(first, eos) + window(3) + random(2, block=128)")
+    plan = plan_for(p1, 4096, 4096, None, torch.device("cpu"), torch.float32, 32)
+    assert sorted(plan.fwd_schedule.order[:plan.fwd_schedule.heavy].tolist()) == [0, 4096 // 32 - 1]
+    assert sorted(plan.dkdv_schedule.order[:plan.dkdv_schedule.heavy].tolist()) == [0, 4096 // 32 - 1]
 
 
 def test_plan_layouts_are_at_the_kernel_tiles():

@@ -20,7 +20,8 @@
 #   terms of the pattern are partial there (MASK evaluates only those). Full tiles do no
 #   mask math at all when EVEN_N (Lk % BLOCK_N == 0).
 #   Grids are 1-D with blocks varying fastest (neighbouring programs share one head's K/V in
-#   L2; B x H is not bound by the 65535 limit of a second grid axis).
+#   L2; B x H is not bound by the 65535 limit of a second grid axis), in the order of the
+#   plan's schedule (ORDER, HEAVY): blocks with many times the mean number of tiles first.
 #   Pointers: a tile's first row is added in 64 bits, offsets inside it stay 32-bit (WIDE),
 #   except in the dK/dV inner loop, where that 64-bit add cost 13% of the backward pass:
 #   there rows are 32-bit unless WIDE_ROWS says offsets may pass 2**31.
@@ -39,6 +40,24 @@ def _program(LEN, BLOCK: tl.constexpr):
     num_blocks = tl.cdiv(LEN, BLOCK)
     pid = tl.program_id(0)
     return pid % num_blocks, pid // num_blocks
+
+
+@triton.jit
+def _scheduled(LEN, BLOCK: tl.constexpr, ORDER, HEAVY):
+    """(block, rest) of this program in a 1-D grid of blocks x rests (rest: batch x head, and
+    more): first the HEAVY blocks ORDER[:HEAVY] for every rest, then for each rest its other
+    blocks ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule)."""
+    num_blocks = tl.cdiv(LEN, BLOCK)
+    pid = tl.program_id(0)
+    rests = tl.num_programs(0) // num_blocks
+    if pid < HEAVY * rests:
+        rank = pid // rests
+        rest = pid % rests
+    else:
+        light = num_blocks - HEAVY
+        rank = HEAVY + (pid - HEAVY * rests) % light
+        rest = (pid - HEAVY * rests) // light
+    return tl.load(ORDER + rank), rest
 
 
 @triton.jit
@@ -170,6 +189,7 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
 
 @triton.jit
 def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
+             ORDER, HEAVY,
              stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
              stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
              H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale, SPLITS, stride_os, stride_ls,
@@ -184,7 +204,7 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
     tiles, each writing its part's normalized O and LSE at O + split * stride_os and
     LSE + split * stride_ls, merged afterwards through the log-sum-exp (patternc.ops.launch)."""
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM and BLOCK_M % PACK == 0)
-    qb, rest = _program(Q_LEN, BLOCK_M // PACK)
+    qb, rest = _scheduled(Q_LEN, BLOCK_M // PACK, ORDER, HEAVY)
     split = rest % SPLITS
     off_bh = rest // SPLITS  # (batch, head), or (batch, kv head) when packed
     off_b = off_bh // (H // PACK)
@@ -325,7 +345,7 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, Q_DESC, DO_DESC, off_b, off_h, LSE, DELTA, 
 
 @triton.jit
 def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, Q_DESC, DO_DESC, PARAMS,
-                  FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
+                  FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY,
                   stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                   stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
                   stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
@@ -336,7 +356,7 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, Q_DESC, DO_DESC, PARAMS,
     """dK, dV: one program per (key block, batch x kv head) walks the transposed layout (the
     query blocks that attend this key block) for every query head of its GQA group."""
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM)
-    kb, off_bh = _program(KV_LEN, BLOCK_N)
+    kb, off_bh = _scheduled(KV_LEN, BLOCK_N, ORDER, HEAVY)
     off_b = off_bh // HKV
     off_hk = off_bh % HKV
     start_n = kb * BLOCK_N
@@ -399,7 +419,7 @@ def _dq_tiles(dq, q, do, lse, delta, K, V, K_DESC, V_DESC, off_b, off_hk, INDICE
 
 @triton.jit
 def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, K_DESC, V_DESC, PARAMS,
-                FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
+                FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY,
                 stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                 stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
                 stride_dqb, stride_dqh, stride_dqm, stride_dqd,
@@ -408,7 +428,7 @@ def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, K_DESC, V_DESC, PARAMS,
                 BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """dQ: one program per (query block, batch x head) walks the layout's key tiles."""
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM)
-    qb, off_bh = _program(Q_LEN, BLOCK_M)
+    qb, off_bh = _scheduled(Q_LEN, BLOCK_M, ORDER, HEAVY)
     off_b = off_bh // H
     off_h = off_bh % H
     start_m = qb * BLOCK_M

@@ -145,10 +145,10 @@ def _splits(plan: KernelPlan, programs: int, device: torch.device) -> int:
     return max(1, min(want, plan.fwd_row_tiles // MIN_SPLIT_TILES, 64))
 
 
-def _lists(lay, transposed: bool) -> dict:
+def _lists(lay, transposed: bool, schedule) -> dict:
     full, part = (lay.full_t, lay.partial_t) if transposed else (lay.full, lay.partial)
     return dict(FULL_OFFSETS=full.offsets, FULL_INDICES=full.indices, PART_OFFSETS=part.offsets,
-                PART_INDICES=part.indices, PART_TAGS=part.tags)
+                PART_INDICES=part.indices, PART_TAGS=part.tags, ORDER=schedule.order, HEAVY=schedule.heavy)
 
 
 def forward(plan: KernelPlan, q, k, v, scale: float):
@@ -169,7 +169,7 @@ def forward(plan: KernelPlan, q, k, v, scale: float):
     with _launching(plan, q.device):
         _launch(flash.attn_fwd, programs * splits, plan, geometry,
                 dict(Q=q, K=k, V=v, O=o, LSE=lse, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
-                    **_lists(lay, False), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
+                    **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
                     **_strides("v", v, "bhnd"), **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H,
                     GROUP=H // k.shape[1], qk_scale=scale * LOG2E, SPLITS=splits,
                     stride_ls=lse.view(splits, B * H * Lq).stride(0), PACK=plan.pack, MASK=mask,
@@ -203,7 +203,7 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
         _launch(flash.attn_bwd_dkdv, lay.num_kv_blocks * B * HKV, plan, geometry,
                 dict(Q=q, K=k, V=v, DO=do, DK=dk, DV=dv, LSE=lse, DELTA=delta, Q_DESC=q_desc, DO_DESC=do_desc),
                 lambda: dict(
-                    **_lists(lay, True), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
+                    **_lists(lay, True, plan.dkdv_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
                     **_strides("v", v, "bhnd"), **_strides("do", do, "bhmd"), **_strides("dk", dk, "bhnd"),
                     **_strides("dv", dv, "bhnd"), HKV=HKV, GROUP=H // HKV, qk_scale=scale * LOG2E,
                     sm_scale=scale, MASK=mask, **_common(plan, q, cfg),
@@ -211,7 +211,7 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
         _launch(flash.attn_bwd_dq, lay.num_q_blocks * B * H, plan, geometry,
                 dict(Q=q, K=k, V=v, DO=do, DQ=dq, LSE=lse, DELTA=delta, K_DESC=k_desc, V_DESC=v_desc),
                 lambda: dict(
-                    **_lists(lay, False), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
+                    **_lists(lay, False, plan.dq_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
                     **_strides("v", v, "bhnd"), **_strides("do", do, "bhmd"), **_strides("dq", dq, "bhmd"),
                     H=H, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask,
                     **_common(plan, q, cfg)))
