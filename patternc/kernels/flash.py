@@ -49,15 +49,20 @@ def _scheduled(LEN, BLOCK: tl.constexpr, ORDER, HEAVY):
     blocks ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule)."""
     num_blocks = tl.cdiv(LEN, BLOCK)
     pid = tl.program_id(0)
-    rests = tl.num_programs(0) // num_blocks
-    if pid < HEAVY * rests:
-        rank = pid // rests
-        rest = pid % rests
+    if HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
+        block = pid % num_blocks
+        rest = pid // num_blocks
     else:
-        light = num_blocks - HEAVY
-        rank = HEAVY + (pid - HEAVY * rests) % light
-        rest = (pid - HEAVY * rests) // light
-    return tl.load(ORDER + rank), rest
+        rests = tl.num_programs(0) // num_blocks
+        if pid < HEAVY * rests:
+            rank = pid // rests
+            rest = pid % rests
+        else:
+            light = num_blocks - HEAVY
+            rank = HEAVY + (pid - HEAVY * rests) % light
+            rest = (pid - HEAVY * rests) // light
+        block = tl.load(ORDER + rank)
+    return block, rest
 
 
 @triton.jit
