@@ -1,8 +1,9 @@
 """`patternc bench`: a pattern's attention timed against what a user could run instead.
 
 For one pattern and shape on this machine: patternc (`attention_from`), SDPA with the pattern's
-dense boolean mask (while ``Lq x Lk`` fits `MASK_LIMIT`), and, on CUDA, FlexAttention compiled
-with the pattern's BlockMask (`Pattern.to_flex`). Each method is checked against patternc's
+dense boolean mask (while ``Lq x Lk`` fits `MASK_LIMIT`), SDPA's own kernels for `causal` and
+`all` at Lq == Lk (flash and cuDNN on CUDA, math on the CPU), and, on CUDA, FlexAttention
+compiled with the pattern's BlockMask (`Pattern.to_flex`). Each method is checked against patternc's
 output before it is timed; times are medians of ``torch.utils.benchmark`` (which synchronizes
 CUDA), forward and forward+backward; useful TFLOP/s count attended pairs only (forward 4, backward
 10 multiply-adds x2 per pair and head dim). The whole table of issue 8 is benchmarks/run.py.
@@ -35,6 +36,17 @@ def _median_ms(fn, seconds: float) -> float:
     return benchmark.Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=seconds).median * 1e3
 
 
+def _sdpa(backend, q, k, v, causal: bool, gqa: bool):
+    """SDPA restricted to one backend (an unsupported input raises, and its row says so)."""
+    from torch.nn.attention import sdpa_kernel
+
+    def fn():
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+
+    return fn
+
+
 def _methods(pattern: Pattern, q, k, v):
     """[(name, forward function or a reason it cannot run)]."""
     q_len, kv_len, gqa = q.shape[2], k.shape[2], q.shape[1] != k.shape[1]
@@ -45,6 +57,13 @@ def _methods(pattern: Pattern, q, k, v):
         yield "sdpa-mask", lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
     else:
         yield "sdpa-mask", f"skipped: a dense mask of {q_len} x {kv_len} is over {MASK_LIMIT} pairs"
+    if str(pattern) in ("causal", "all") and q_len == kv_len:  # what users of SDPA run for these
+        from torch.nn.attention import SDPBackend
+
+        backends = ((("sdpa-flash", SDPBackend.FLASH_ATTENTION), ("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION))
+                    if q.is_cuda else (("sdpa-math", SDPBackend.MATH),))
+        for name, backend in backends:
+            yield name, _sdpa(backend, q, k, v, str(pattern) == "causal", gqa)
     if not q.is_cuda:
         yield "flex", "skipped: compiled FlexAttention needs a GPU"
         return

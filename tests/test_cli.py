@@ -438,6 +438,13 @@ def test_bench_times_every_method_after_checking_it(capsys):
     assert float(rows["sdpa-mask"].split("|")[2]) > 0 and "Hkv=1" in out and "density" in out
 
 
+def test_bench_times_sdpa_kernels_on_dense_patterns(capsys):
+    code, out, _ = run(capsys, "bench", "-e", "causal", "-n", 80, "--batch", 1, "--heads", 2, "--head-dim", 16,
+                           "--dtype", "float32", "--device", "cpu", "--seconds", 0.02)
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert code == 0 and "| ok " in rows["sdpa-math"] and "| ok " in rows["sdpa-mask"], out
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
 def test_bench_on_a_missing_gpu_is_a_clear_error(capsys):
     code, _, err = run(capsys, "bench", "-e", "causal", "-n", 64, "--device", "cuda")
