@@ -166,14 +166,12 @@ class KernelPlan:
 @dataclass(frozen=True)
 class Schedule:
     """The order in which a kernel's programs take their blocks (query blocks, or key blocks for
-    dK/dV), longest list first: a program that starts a long block late runs alone at the end.
-    ``order[:heavy]`` are the heavy blocks (more than HEAVY x the mean number of tiles, such as
-    a global query row's), taken first for every (batch, head); then each (batch, head) takes
-    ``order[heavy:]``, the other blocks by decreasing length, ties in index order (so
-    neighbouring programs still share a head's K/V in L2; causal rows run last to first).
-    ``order`` is None where that is the index order."""
+    dK/dV): ``order[:heavy]`` are the heavy blocks, longest list first, taken first for every
+    (batch, head); then each (batch, head) takes ``order[heavy:]``, the rest in index order (so
+    neighbouring programs share a head's K/V in L2). Longest first: a global query row's block
+    visits every key tile, and a program that starts it late runs alone at the end."""
 
-    order: torch.Tensor | None  # int32 [blocks]
+    order: torch.Tensor  # int32 [blocks]
     heavy: int
 
     @staticmethod
@@ -181,12 +179,11 @@ class Schedule:
         """From each block's number of tiles."""
         heavy = counts > HEAVY * counts.double().mean()
         blocks = torch.arange(counts.numel())
-        first, rest = (blocks[m][torch.argsort(counts[m], descending=True, stable=True)] for m in (heavy, ~heavy))
-        order = torch.cat([first, rest])
-        return Schedule(None if torch.equal(order, blocks) else order.to(torch.int32), int(first.numel()))
+        first = blocks[heavy][torch.argsort(counts[heavy], descending=True, stable=True)]
+        return Schedule(torch.cat([first, blocks[~heavy]]).to(torch.int32), int(first.numel()))
 
     def to(self, device) -> Schedule:
-        return Schedule(None if self.order is None else self.order.to(device), self.heavy)
+        return Schedule(self.order.to(device), self.heavy)
 
 
 def packing(cfg: TileConfig, group: int) -> int:

@@ -21,7 +21,7 @@
 #   mask math at all when EVEN_N (Lk % BLOCK_N == 0).
 #   Grids are 1-D with blocks varying fastest (neighbouring programs share one head's K/V in
 #   L2; B x H is not bound by the 65535 limit of a second grid axis), in the order of the
-#   plan's schedule (ORDER, HEAVY): longest blocks first.
+#   plan's schedule (ORDER, HEAVY): blocks with many times the mean number of tiles first.
 #   Pointers: a tile's first row is added in 64 bits, offsets inside it stay 32-bit (WIDE),
 #   except in the dK/dV inner loop, where that 64-bit add cost 13% of the backward pass:
 #   there rows are 32-bit unless WIDE_ROWS says offsets may pass 2**31.
@@ -46,11 +46,10 @@ def _program(LEN, BLOCK: tl.constexpr):
 def _scheduled(LEN, BLOCK: tl.constexpr, ORDER, HEAVY):
     """(block, rest) of this program in a 1-D grid of blocks x rests (rest: batch x head, and
     more): first the HEAVY blocks ORDER[:HEAVY] for every rest, then for each rest its other
-    blocks ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule); ORDER None: the
-    index order."""
+    blocks ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule)."""
     num_blocks = tl.cdiv(LEN, BLOCK)
     pid = tl.program_id(0)
-    if ORDER is None:  # the index order: no load before the program's first tile
+    if HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
         block = pid % num_blocks
         rest = pid // num_blocks
     else:
