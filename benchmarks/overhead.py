@@ -4,9 +4,10 @@
 
 Rows are NAME:N (B=2, H=16, D=128, bf16) or NAME:LQxLK (decoding: B=8, 32 query / 8 kv heads).
 For each row: microseconds per call of 200 back-to-back calls without synchronizing (the CPU
-cost when the CPU is the bottleneck) through each layer - the module, the custom op, the
-`launch` function, and the bare Triton launch - beside the GPU time of the kernels
-(torch.profiler) and do_bench's median of the module call.
+cost when the CPU is the bottleneck) through each layer - the module, the custom op, the op's
+plan lookup alone, and the `launch` function - beside the GPU time of the kernels
+(torch.profiler), do_bench's median of the module call, and the same CPU and GPU figures
+for forward+backward.
 """
 
 import argparse

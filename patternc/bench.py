@@ -11,10 +11,12 @@ CUDA), forward and forward+backward; useful TFLOP/s count attended pairs only (f
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel
 from torch.utils import benchmark
 
 from .nn import attention_from
@@ -36,19 +38,8 @@ def _median_ms(fn, seconds: float) -> float:
     return benchmark.Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=seconds).median * 1e3
 
 
-def _sdpa(backend, q, k, v, causal: bool, gqa: bool):
-    """SDPA restricted to one backend (an unsupported input raises, and its row says so)."""
-    from torch.nn.attention import sdpa_kernel
-
-    def fn():
-        with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
-
-    return fn
-
-
 def _methods(pattern: Pattern, q, k, v):
-    """[(name, forward function or a reason it cannot run)]."""
+    """[(name, forward function or a reason it cannot run[, the SDPA backend it needs])]."""
     q_len, kv_len, gqa = q.shape[2], k.shape[2], q.shape[1] != k.shape[1]
     attn = attention_from(pattern)
     yield "patternc", lambda: attn(q, k, v)
@@ -62,8 +53,9 @@ def _methods(pattern: Pattern, q, k, v):
 
         backends = ((("sdpa-flash", SDPBackend.FLASH_ATTENTION), ("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION))
                     if q.is_cuda else (("sdpa-math", SDPBackend.MATH),))
-        for name, backend in backends:
-            yield name, _sdpa(backend, q, k, v, str(pattern) == "causal", gqa)
+        causal = str(pattern) == "causal"
+        for name, backend in backends:  # `run` restricts SDPA to the backend while it checks and times
+            yield name, lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa), backend
     if not q.is_cuda:
         yield "flex", "skipped: compiled FlexAttention needs a GPU"
         return
@@ -85,19 +77,20 @@ def run(pattern: Pattern, q_len: int, kv_len: int | None = None, *, batch: int =
     d_out = torch.randn(q.shape, generator=gen).to(device, dtype)
     q, k, v = (t.to(device, dtype).requires_grad_(backward) for t in (q, k, v))
     rows, want = [], None
-    for name, fn in _methods(pattern, q, k, v):
+    for name, fn, *backend in _methods(pattern, q, k, v):
         if isinstance(fn, str):
             rows.append(Row(name, note=fn))
             continue
-        try:
-            out = fn().float().nan_to_num()  # SDPA gives NaN rows where a query attends nothing; patternc 0
-        except Exception as exc:  # an unsupported shape or dtype in one method must not hide the others
-            rows.append(Row(name, note=f"failed: {type(exc).__name__}: {str(exc)[:120]}"))
-            continue
-        want = out if want is None else want
-        err = ((out - want).norm() / want.norm().clamp_min(1e-30)).item()
-        fwd = _median_ms(fn, seconds)
-        fb = _median_ms(lambda: torch.autograd.backward(fn(), d_out), seconds) if backward else None
+        with sdpa_kernel(*backend) if backend else contextlib.nullcontext():
+            try:
+                out = fn().float().nan_to_num()  # SDPA gives NaN rows where a query attends nothing; patternc 0
+            except Exception as exc:  # an unsupported shape or dtype in one method must not hide the others
+                rows.append(Row(name, note=f"failed: {type(exc).__name__}: {str(exc)[:120]}"))
+                continue
+            want = out if want is None else want
+            err = ((out - want).norm() / want.norm().clamp_min(1e-30)).item()
+            fwd = _median_ms(fn, seconds)
+            fb = _median_ms(lambda: torch.autograd.backward(fn(), d_out), seconds) if backward else None
         rows.append(Row(name, fwd, fb, err))
     return rows
 

@@ -7,8 +7,8 @@ Where each call runs (chosen per call, from the tensors and the ``backend`` opti
   reference over query chunks with bounded memory.
 
 The work happens in one custom operator (`patternc.ops.op`), so the module runs inside
-``torch.compile(model, fullgraph=True)`` without a graph break; eager calls run the same
-bodies through a plain autograd function, which costs less CPU per call.
+``torch.compile(model, fullgraph=True)`` without a graph break; plain eager calls run the
+same bodies through an autograd function, which costs less CPU per call (`op.entry`).
 """
 
 from __future__ import annotations
@@ -65,11 +65,9 @@ class PatternAttention(torch.nn.Module):
         if q.numel() == 0 or k.shape[2] == 0:  # nothing to attend: rows of zeros, LSE -inf
             o = q.new_zeros(q.shape).requires_grad_(q.requires_grad)
             return (o, q.new_full(q.shape[:3], -math.inf, dtype=torch.float32)) if return_lse else o
-        compiling = torch.compiler.is_compiling()
-        if self.backend == "kernels" and not q.is_cuda and not compiling:
+        if self.backend == "kernels" and not q.is_cuda and not torch.compiler.is_compiling():
             cache.prepare(interpret=True)  # before the operator, whose first call imports Triton
-        attention = torch.ops.patternc.attention if compiling else op.attention_eager
-        o, lse = attention(q, k, v, self._text, scale, q_offset, self.backend, self._options)
+        o, lse = op.entry(q)(q, k, v, self._text, scale, q_offset, self.backend, self._options)
         return (o, lse) if return_lse else o
 
 

@@ -5,7 +5,7 @@ generated mask source, tile configurations for the forward and backward kernels,
 layouts at exactly those tiles (the layout's block is the kernel's tile), and the int32
 PARAMS. Plans live in one bounded LRU cache shared by every module of a pattern (a model's
 layers share them). A plan builds without Triton or a GPU (`patternc compile` reports from
-`choose_tiles`); its tensors are internal and read-only. Its `launches` cache is filled by
+`tiles_and_layout`); its tensors are internal and read-only. Its `launches` cache is filled by
 `patternc.ops.launch` (compiled kernels and their prepared arguments per call geometry), so
 it lives and dies with the plan.
 """
@@ -94,7 +94,7 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
 
 
 def is_dense(layout: BlockLayout) -> bool:
-    """At least 128 query blocks with rows of at least 64 tiles, at most 1% of them partial
+    """At least 128 query blocks with rows of at least 64 tiles on average, at most 1% partial
     (causal and `all` from ~16K tokens at 64x64 tiles): where bigger forward tiles pay. Sparser
     layouts lose more on their partial tiles and short rows; fewer query blocks leave fewer,
     longer programs (`all` at 4K: 8% slower), and a few query rows (decoding) fill no more of
@@ -105,14 +105,15 @@ def is_dense(layout: BlockLayout) -> bool:
 
 
 def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None,
-                     group: int = 1) -> tuple[TileConfig, TileConfig, BlockLayout]:
+                     group: int = 1, hopper: bool = True) -> tuple[TileConfig, TileConfig, BlockLayout]:
     """`choose_tiles` with the layout's say: (forward, backward, forward layout), where
     ``layout_at(block_m, block_n)`` builds the layout at a tile (its rows: ``block_m // pack``
-    queries, see `packing`). Options that set any forward tile setting leave it to them."""
+    queries, see `packing`). Options that set any forward tile setting leave it to them. The
+    dense tiles need Hopper's shared memory (``hopper``: the GPU is sm_90 or newer)."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
     layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
-    if is_dense(layout) and all(name.startswith("bwd_") for name in options):
+    if hopper and is_dense(layout) and all(name.startswith("bwd_") for name in options):
         dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True)
         if dense != fwd:
             fwd, layout = dense, layout_at(dense.block_m // packing(dense, group), dense.block_n)
@@ -142,7 +143,7 @@ class KernelPlan:
     fwd_schedule: Schedule  # of the forward layout's query blocks
     dq_schedule: Schedule  # of the backward layout's query blocks
     dkdv_schedule: Schedule  # of the backward layout's key blocks
-    launches: dict = field(default_factory=dict, compare=False, repr=False)  # see patternc.ops.launch
+    launches: dict = field(default_factory=dict, init=False, compare=False, repr=False)  # patternc.ops.launch
 
     @property
     def interpret(self) -> bool:
@@ -219,7 +220,8 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
             layouts[block_m, block_n] = build_layout(ctx, block_m, block_n)
         return layouts[block_m, block_n]
 
-    fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group)
+    hopper = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+    fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, hopper)
     back = layout_at(bwd.block_m, bwd.block_n)
     rows = lay.full.counts + lay.partial.counts
     return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, generate(ctx.root),

@@ -91,3 +91,35 @@ def test_fake_and_real_outputs_have_the_same_strides(backend, op):
     with mode:
         fake = fn(*fakes)
     assert [t.stride() for t in real] == [t.stride() for t in fake]
+
+
+@pytest.mark.parametrize("backend", ["reference", "kernels"])
+def test_eager_and_custom_op_paths_agree(backend):
+    """Plain eager calls take `op.attention_eager` (no custom-op machinery): the same outputs and
+    gradients as the custom op, and no silent second derivative (the op has none either)."""
+    from patternc.ops import op
+
+    q, k, v, *rest = _args(backend=backend, transposed=True)
+    assert op.entry(q) is op.attention_eager
+    results = []
+    for fn in (op.attention_eager, torch.ops.patternc.attention):
+        out, lse = fn(q, k, v, *rest)
+        results.append((out, lse, *torch.autograd.grad((out * out).sum() + lse.sum(), (q, k, v))))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)
+    out, _ = op.attention_eager(q, k, v, *rest)
+    (dq,) = torch.autograd.grad(out.sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(dq.sum(), q)
+
+
+def test_modules_under_fake_tensors_use_the_custom_op():
+    """FakeTensorMode (meta-init, memory estimates, tracing without dynamo) needs the op's fake
+    implementation: the eager path would run real code on fake tensors."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    attn = patternc.attention_from(PATTERN)
+    with FakeTensorMode():
+        q, k, v = torch.randn(2, 4, 24, 16), torch.randn(2, 2, 30, 16), torch.randn(2, 2, 30, 16)
+        out = attn(q, k, v)
+    assert out.shape == q.shape and type(out).__name__ == "FakeTensor"

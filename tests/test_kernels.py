@@ -135,12 +135,14 @@ def test_heavy_blocks_scheduled_first(monkeypatch, splits):
     monkeypatch.setattr(plan, "HEAVY", 1.0)
     monkeypatch.setattr(launch, "SPLITS", splits)
     plan._plan.cache_clear()
-    run_case(LECTURE_SMALL, lq=200, lk=230, hq=4, hkv=2)
-    run_case("global(0:20) + window(5)", lq=150, d=16, block=(32, 16))
-    used = plan.plan_for(patternc.parse(LECTURE_SMALL), 200, 230, None, torch.device("cpu"), torch.float32, 32,
-                         {"block_m": 16, "block_n": 16}, 2)
-    assert all(0 < s.heavy < s.order.numel() for s in (used.fwd_schedule, used.dq_schedule, used.dkdv_schedule))
-    plan._plan.cache_clear()  # no plan built with this threshold outlives the test
+    try:
+        run_case(LECTURE_SMALL, lq=200, lk=230, hq=4, hkv=2)
+        run_case("global(0:20) + window(5)", lq=150, d=16, block=(32, 16))
+        used = plan.plan_for(patternc.parse(LECTURE_SMALL), 200, 230, None, torch.device("cpu"), torch.float32, 32,
+                             {"block_m": 16, "block_n": 16}, 2)
+        assert all(0 < s.heavy < s.order.numel() for s in (used.fwd_schedule, used.dq_schedule, used.dkdv_schedule))
+    finally:
+        plan._plan.cache_clear()  # no plan built with this threshold outlives the test
 
 
 # ------------------------------------------------------------------ property sweep

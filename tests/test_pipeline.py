@@ -209,8 +209,11 @@ def test_dense_layouts_take_bigger_forward_tiles(text, n, options, tile):
     pattern = patternc.parse(text)
     fwd, bwd, lay = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, 128, options)
     assert (fwd.block_m, fwd.block_n, fwd.num_warps) == tile and (lay.block_m, lay.block_n) == tile[:2]
-    fwd, _, _ = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, 64, options)
-    assert (fwd.block_m, fwd.block_n) == (64, 64) or options  # D=64 keeps 64x64 tiles
+    if not options:  # D=64 keeps 64x64 tiles, and so does a GPU older than Hopper
+        for head_dim, hopper in ((64, True), (128, False)):
+            fwd, _, _ = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, head_dim,
+                                         hopper=hopper)
+            assert (fwd.block_m, fwd.block_n) == (64, 64)
     assert (bwd.block_m, bwd.block_n) == (options.get("bwd_block_m", 64), 64)
 
 

@@ -88,8 +88,8 @@ def _launch(kernel, programs: int, plan: KernelPlan, geometry: tuple, tensors: d
 
 
 def _geometry(*tensors) -> tuple:
-    """Shapes, strides and 16-byte alignment of ``tensors`` (None: absent), for `_launch`."""
-    return tuple(None if t is None else (t.shape, t.stride(), t.data_ptr() % 16 == 0) for t in tensors)
+    """Shapes, strides, dtypes and 16-byte alignment of ``tensors`` (None: absent), for `_launch`."""
+    return tuple(None if t is None else (t.shape, t.stride(), t.dtype, t.data_ptr() % 16 == 0) for t in tensors)
 
 
 def _dot_precision(q) -> str:
@@ -177,7 +177,7 @@ def forward(plan: KernelPlan, q, k, v, scale: float):
         if splits == 1:
             return o, lse
         out, total = empty(q.shape, q.dtype, q.device), empty((B, H, Lq), torch.float32, q.device)
-        _launch(flash.attn_merge, -(-B * H * Lq // MERGE_ROWS), plan, geometry, dict(
+        _launch(flash.attn_merge, -(-B * H * Lq // MERGE_ROWS), plan, (geometry, MERGE_ROWS), dict(
                 PARTS=o, PART_LSE=lse, O=out, LSE=total), lambda: dict(
                 ROWS=B * H * Lq, SPLITS=splits, HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK=MERGE_ROWS))
     return out, total
@@ -193,8 +193,9 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     dq, dk, dv = empty(q.shape, q.dtype, q.device), empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
     q_desc, do_desc = _descriptors(plan, cfg.block_m, q, do)
     k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
+    wide_rows = max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS
     geometry = (_geometry(q, k, v, o, lse, do, dlse), *(d is None for d in (q_desc, do_desc, k_desc, v_desc)),
-                scale, _dot_precision(q))
+                scale, _dot_precision(q), wide_rows)
     with _launching(plan, q.device):
         _launch(flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, plan, geometry,
                 dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta), lambda: dict(
@@ -207,7 +208,7 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
                     **_strides("v", v, "bhnd"), **_strides("do", do, "bhmd"), **_strides("dk", dk, "bhnd"),
                     **_strides("dv", dv, "bhnd"), HKV=HKV, GROUP=H // HKV, qk_scale=scale * LOG2E,
                     sm_scale=scale, MASK=mask, **_common(plan, q, cfg),
-                    WIDE_ROWS=max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS))
+                    WIDE_ROWS=wide_rows))
         _launch(flash.attn_bwd_dq, lay.num_q_blocks * B * H, plan, geometry,
                 dict(Q=q, K=k, V=v, DO=do, DQ=dq, LSE=lse, DELTA=delta, K_DESC=k_desc, V_DESC=v_desc),
                 lambda: dict(

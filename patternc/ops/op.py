@@ -11,9 +11,9 @@ Where an op runs (decided inside it, per call): CUDA tensors → the Triton kern
 tensors → the kernels in Triton's interpreter with ``backend="kernels"`` (or when
 ``TRITON_INTERPRET=1`` is set), else the chunked dense reference.
 
-Outside ``torch.compile``, `attention_eager` runs the same bodies through a plain
-`torch.autograd.Function`: the custom-op machinery (schema parsing, dispatch, alias checks)
-costs ~90 us per call on a GPU host, as much as a small kernel (benchmarks/overhead.py).
+Plain eager calls (`entry`) run the same bodies through a `torch.autograd.Function`,
+`attention_eager`: the custom-op machinery (schema parsing, dispatch, alias checks) costs
+~90 us per call on a GPU host, as much as a small kernel (benchmarks/overhead.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import weakref
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..lang import parse
 from ..pattern import Pattern
@@ -132,11 +133,21 @@ class _Eager(torch.autograd.Function):
         return out, lse
 
     @staticmethod
+    @once_differentiable  # as the custom op: no second derivative (an error, never a silent wrong one)
     def backward(ctx, do, dlse):
         return _grads(_backward, ctx.saved_tensors, ctx.args, do, dlse)
 
 
 def attention_eager(q, k, v, pattern: str, scale: float, q_offset: int | None, backend: str, options: str):
     """What ``torch.ops.patternc.attention`` computes, with the same gradients, at less CPU cost
-    per call; for eager mode (`torch.compile` must see the custom op)."""
+    per call; for plain eager calls (see `entry`)."""
     return _Eager.apply(q, k, v, pattern, scale, q_offset, backend, options)
+
+
+def entry(q: torch.Tensor):
+    """The attention function for a call with query ``q``: the custom op where PyTorch traces or
+    fakes tensors (`torch.compile`, a dispatch mode such as FakeTensorMode or make_fx, tensor
+    subclasses), which need its fake implementation; else `attention_eager`."""
+    traced = (torch.compiler.is_compiling() or type(q) is not torch.Tensor
+              or torch._C._len_torch_dispatch_stack() > 0)
+    return torch.ops.patternc.attention if traced else attention_eager
