@@ -140,6 +140,7 @@ class KernelPlan:
     random_slots: int
     fwd_row_tiles: int  # the most tiles any query block of the forward layout visits
     pack: int  # query heads per forward program: the GQA group, or 1 (see `packing`)
+    hopper: bool  # a GPU of sm_90 or newer: TMA descriptors, and room for the dense forward tiles
     fwd_schedule: Schedule  # of the forward layout's query blocks
     dq_schedule: Schedule  # of the backward layout's query blocks
     dkdv_schedule: Schedule  # of the backward layout's key blocks
@@ -226,6 +227,6 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
     rows = lay.full.counts + lay.partial.counts
     return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, generate(ctx.root),
                       fwd, bwd, lay.to(device), back.to(device), params(ctx).to(device), ctx.random_slots,
-                      int(rows.max()) if lay.num_q_blocks else 0, packing(fwd, group),
+                      int(rows.max()) if lay.num_q_blocks else 0, packing(fwd, group), hopper,
                       Schedule.of(rows).to(device), Schedule.of(back.full.counts + back.partial.counts).to(device),
                       Schedule.of(back.full_t.counts + back.partial_t.counts).to(device))

@@ -117,15 +117,8 @@ def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
     """TMA descriptors of ``tensors`` ([B, H, L, D], tiles of ``block`` rows), None for each one the
     kernels load through pointers (no TMA on this device, or a tensor it cannot address, such as
     the stride-0 gradient of a sum)."""
-    use = TMA
-    if use is None:
-        use = not plan.interpret and _capability(tensors[0].device)[0] >= 9
+    use = plan.hopper if TMA is None else TMA
     return [cache.descriptor(t, [1, 1, block, plan.d_pad]) if use and _tma_ok(t) else None for t in tensors]
-
-
-@functools.lru_cache(maxsize=None)
-def _capability(device: torch.device) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(device)
 
 
 @functools.lru_cache(maxsize=None)
