@@ -1,43 +1,42 @@
-"""First-call (compile) time, cold caches, and whether Triton compiles in parallel threads.
+"""First-call (compile) time of a never-seen structure, cold caches, with and without parallel
+compilation (`patternc.kernels.parallel`).
 
-    python benchmarks/first_call.py
+    python benchmarks/first_call.py [--out FILE]
 
-Fresh Triton/patternc cache directories. (1) One new structure: the first forward, then the first
-backward (wall s, synchronized). (2) Two new structures compiled one after the other, then two
-other new structures compiled in two threads at once: if Triton held Python's GIL while it
-compiles, the threaded pair would take as long as the serial pair.
+Each (structure, mode) runs in a fresh process with empty Triton and patternc cache
+directories. The process first warms up (CUDA context, imports; a forward of another
+structure without gradients, which compiles no backward kernel), then times the new
+structure's first forward (with gradients) and first backward, synchronized: wall seconds.
+Mode ``serial``: PATTERNC_PARALLEL_COMPILE=0 (each kernel compiles when first launched);
+``parallel``: the default (the forward forks children that compile the backward's kernels).
 """
 
+import argparse
 import os
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-for var in ("TRITON_CACHE_DIR", "PATTERNC_CACHE_DIR"):
-    os.environ[var] = tempfile.mkdtemp(prefix=var.lower())
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import torch  # noqa: E402
-
-import patternc  # noqa: E402
+STRUCTURES = ["global(first, eos) + window(5) + random(2, block=128)", "causal",
+              "(global(0:4) + window(left=4095, right=0)) & causal"]
 
 
-def inputs():
-    q, k, v = (torch.randn(2, 16, 4096, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-    return q, k, v
+def child(text: str) -> None:
+    import torch
 
+    import patternc
 
-def forward(text):
-    q, k, v = inputs()
-    patternc.attention_from(text)(q, k, v)
+    def inputs():
+        return [torch.randn(2, 16, 4096, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                for _ in range(3)]
 
-
-def main():
-    forward("window(3)")  # warm the process (CUDA context, imports, the preprocess-free path)
+    with torch.no_grad():
+        patternc.attention_from("window(3)")(*inputs())
     torch.cuda.synchronize()
     q, k, v = inputs()
-    attn = patternc.attention_from("global(first, eos) + window(5) + random(2, block=128)")
+    attn = patternc.attention_from(text)
     t0 = time.perf_counter()
     out = attn(q, k, v)
     torch.cuda.synchronize()
@@ -45,23 +44,34 @@ def main():
     out.backward(torch.randn_like(out))
     torch.cuda.synchronize()
     t2 = time.perf_counter()
-    print(f"new structure: first forward {t1 - t0:.2f} s, first backward {t2 - t1:.2f} s")
+    print(f"{t1 - t0:.2f} {t2 - t1:.2f}")
 
-    serial = ["global(0) + causal", "window(7) & causal"]
-    threaded = ["global(-1) + window(left=9, right=0)", "random(1, block=128) + causal"]
-    t0 = time.perf_counter()
-    for text in serial:
-        forward(text)
-    torch.cuda.synchronize()
-    t1 = time.perf_counter()
-    threads = [threading.Thread(target=forward, args=(text,)) for text in threaded]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    torch.cuda.synchronize()
-    t2 = time.perf_counter()
-    print(f"two new forward kernels: serial {t1 - t0:.2f} s, in two threads {t2 - t1:.2f} s")
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child)
+    lines = ["| structure | mode | first forward s | first backward s | forward+backward s |", "|---|---|---|---|---|"]
+    for text in STRUCTURES:
+        for mode in ("serial", "parallel"):
+            env = dict(os.environ, PATTERNC_PARALLEL_COMPILE="0" if mode == "serial" else "1",
+                       PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                   os.environ.get("PYTHONPATH", "")]))
+            for var in ("TRITON_CACHE_DIR", "PATTERNC_CACHE_DIR"):
+                env[var] = tempfile.mkdtemp(prefix=var.lower())
+            result = subprocess.run([sys.executable, __file__, "--child", text], env=env, capture_output=True,
+                                    text=True, timeout=600)
+            if result.returncode != 0:
+                raise SystemExit(result.stderr)
+            fwd, bwd = map(float, result.stdout.split()[-2:])
+            lines.append(f"| `{text}` | {mode} | {fwd:.2f} | {bwd:.2f} | {fwd + bwd:.2f} |")
+            print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(f"command: python benchmarks/first_call.py\n\n{text}")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,12 @@ def test_relaunch_skips_triton_binding_and_matches(monkeypatch):
     binds = []
     for name in ("attn_fwd", "attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq"):
         kernel = getattr(flash, name)
-        monkeypatch.setattr(kernel, "run", lambda *a, _run=kernel.run, _name=name, **kw: binds.append(_name) or _run(*a, **kw))
+
+        def run(*args, _run=kernel.run, _name=name, **kwargs):
+            if not kwargs["warmup"]:  # a launch (warmups only compile: `launch._compile`)
+                binds.append(_name)
+            return _run(*args, **kwargs)
+        monkeypatch.setattr(kernel, "run", run)
 
     def inputs(layout):
         shape = (2, 1000, 4, 64) if layout == "blhd" else (2, 4, 1000, 64)
@@ -138,3 +143,30 @@ def test_relaunch_skips_triton_binding_and_matches(monkeypatch):
             assert rel_err(got, want) < 1e-2, f"{name} after relaunch, layout {layout}"
     assert len(binds) == 4 * len(set(layouts)), binds  # Triton bound each kernel once per geometry
     print(f"ok  relaunch: {len(layouts)} calls, {len(binds)} Triton launches")
+
+
+def test_backward_kernels_compile_in_children_during_the_forward(monkeypatch, tmp_path):
+    """A never-seen structure's first forward with gradients forks children that compile the
+    backward's three kernels into Triton's cache (`patternc.kernels.parallel`) while the parent
+    compiles the forward; the backward then loads them and its gradients are right."""
+    from patternc.kernels import parallel
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    forks = []
+    fork = parallel.os.fork
+    monkeypatch.setattr(parallel.os, "fork", lambda: forks.append(1) or fork())
+    pattern = "(global(first) + window(left=5, right=2) + random(1, block=64)) & causal"
+    q, k, v = (torch.randn(1, 2, 700, 40, device="cuda", dtype=torch.float16, requires_grad=True) for _ in range(3))
+    out = patternc.attention_from(pattern)(q, k, v)  # head dim 40: no kernel of this process has it
+    assert len(forks) == 3, forks
+    parallel.wait()
+    cubins = {p.name.split(".")[0] for p in tmp_path.rglob("*.cubin")}
+    assert {"attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq"} <= cubins, cubins  # before the backward ran
+    d_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), d_out)
+    assert len(forks) == 3, forks  # the backward forked nothing more: it found them compiled
+    leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    ref, _ = dense_attention(*leaves, patternc.parse(pattern).dense_mask(700, 700, device="cuda"), 40 ** -0.5)
+    for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *torch.autograd.grad(ref, leaves, d_out.double()))):
+        assert rel_err(got, want) < 1e-2, name
+    print(f"ok  parallel compile: {sorted(cubins)}")

@@ -47,12 +47,11 @@ def _scheduled(LEN, BLOCK: tl.constexpr, ORDER, HEAVY):
     """(block, rest) of this program in a 1-D grid of blocks x rests (rest: batch x head, and
     more): first the HEAVY blocks ORDER[:HEAVY] for every rest, then for each rest its other
     blocks ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule)."""
-    num_blocks = tl.cdiv(LEN, BLOCK)
-    pid = tl.program_id(0)
     if HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
-        block = pid % num_blocks
-        rest = pid // num_blocks
+        block, rest = _program(LEN, BLOCK)
     else:
+        num_blocks = tl.cdiv(LEN, BLOCK)
+        pid = tl.program_id(0)
         rests = tl.num_programs(0) // num_blocks
         if pid < HEAVY * rests:
             rank = pid // rests

@@ -14,7 +14,7 @@ import threading
 
 import torch
 
-from ..kernels import cache
+from ..kernels import cache, parallel
 from ..plan import KernelPlan
 
 LOG2E = 1.4426950408889634
@@ -144,8 +144,10 @@ def _lists(lay, transposed: bool, schedule) -> dict:
                 PART_INDICES=part.indices, PART_TAGS=part.tags, ORDER=schedule.order, HEAVY=schedule.heavy)
 
 
-def forward(plan: KernelPlan, q, k, v, scale: float):
-    """O ``[B, H, Lq, D]`` in q's dtype and the natural-log LSE ``[B, H, Lq]`` (float32)."""
+def forward(plan: KernelPlan, q, k, v, scale: float, grads: bool = False):
+    """O ``[B, H, Lq, D]`` in q's dtype and the natural-log LSE ``[B, H, Lq]`` (float32).
+    ``grads``: a backward is expected; the first time for this call geometry, its kernels
+    start compiling in child processes while this one compiles the forward (`parallel`)."""
     flash, mask = _kernels(plan)
     B, H, Lq, D = q.shape
     lay, cfg = plan.fwd_layout, plan.fwd
@@ -160,6 +162,8 @@ def forward(plan: KernelPlan, q, k, v, scale: float):
     k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
     geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, scale, splits, _dot_precision(q))
     with _launching(plan, q.device):
+        if grads and _first(plan, ("compile backward", geometry)):
+            _compile(_backward_calls(plan, q, k, v, *_stand_ins(q, k, v), None, scale), wait=False)
         _launch(flash.attn_fwd, programs * splits, plan, geometry,
                 dict(Q=q, K=k, V=v, O=o, LSE=lse, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
                     **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
@@ -178,35 +182,76 @@ def forward(plan: KernelPlan, q, k, v, scale: float):
 
 def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     """dQ, dK, dV (dK and dV summed over each GQA group). ``dlse`` may be None."""
+    B, H, Lq, _ = q.shape
+    dq, dk, dv = empty(q.shape, q.dtype, q.device), empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
+    delta = empty((B, H, Lq), torch.float32, q.device)
+    calls = _backward_calls(plan, q, k, v, o, lse, do, dq, dk, dv, delta, dlse, scale)
+    with _launching(plan, q.device):
+        if _first(plan, ("compile", calls[0][2])):  # the three kernels compile side by side
+            _compile(calls, wait=True)
+        for kernel, programs, geometry, tensors, args in calls:
+            _launch(kernel, programs, plan, geometry, tensors, args)
+    return dq, dk, dv
+
+
+def _backward_calls(plan: KernelPlan, q, k, v, o, lse, do, dq, dk, dv, delta, dlse, scale: float) -> list:
+    """The backward's launches, in order, as `_launch` takes them: (kernel, programs, geometry,
+    tensors, args)."""
     flash, mask = _kernels(plan)
     B, H, Lq, _ = q.shape
     HKV = k.shape[1]
     lay, cfg = plan.bwd_layout, plan.bwd
-    delta = empty((B, H, Lq), torch.float32, q.device)
-    dq, dk, dv = empty(q.shape, q.dtype, q.device), empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
     q_desc, do_desc = _descriptors(plan, cfg.block_m, q, do)
     k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
     wide_rows = max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS
     geometry = (_geometry(q, k, v, o, lse, do, dlse), *(d is None for d in (q_desc, do_desc, k_desc, v_desc)),
                 scale, _dot_precision(q), wide_rows)
-    with _launching(plan, q.device):
-        _launch(flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, plan, geometry,
-                dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta), lambda: dict(
-                    **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
-                    HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None))
-        _launch(flash.attn_bwd_dkdv, lay.num_kv_blocks * B * HKV, plan, geometry,
-                dict(Q=q, K=k, V=v, DO=do, DK=dk, DV=dv, LSE=lse, DELTA=delta, Q_DESC=q_desc, DO_DESC=do_desc),
-                lambda: dict(
-                    **_lists(lay, True, plan.dkdv_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
-                    **_strides("v", v, "bhnd"), **_strides("do", do, "bhmd"), **_strides("dk", dk, "bhnd"),
-                    **_strides("dv", dv, "bhnd"), HKV=HKV, GROUP=H // HKV, qk_scale=scale * LOG2E,
-                    sm_scale=scale, MASK=mask, **_common(plan, q, cfg),
-                    WIDE_ROWS=wide_rows))
-        _launch(flash.attn_bwd_dq, lay.num_q_blocks * B * H, plan, geometry,
-                dict(Q=q, K=k, V=v, DO=do, DQ=dq, LSE=lse, DELTA=delta, K_DESC=k_desc, V_DESC=v_desc),
-                lambda: dict(
-                    **_lists(lay, False, plan.dq_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
-                    **_strides("v", v, "bhnd"), **_strides("do", do, "bhmd"), **_strides("dq", dq, "bhmd"),
-                    H=H, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask,
-                    **_common(plan, q, cfg)))
-    return dq, dk, dv
+    return [
+        (flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, geometry,
+         dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta), lambda: dict(
+             **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
+             HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None)),
+        (flash.attn_bwd_dkdv, lay.num_kv_blocks * B * HKV, geometry,
+         dict(Q=q, K=k, V=v, DO=do, DK=dk, DV=dv, LSE=lse, DELTA=delta, Q_DESC=q_desc, DO_DESC=do_desc),
+         lambda: dict(
+             **_lists(lay, True, plan.dkdv_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
+             **_strides("v", v, "bhnd"), **_strides("do", do, "bhmd"), **_strides("dk", dk, "bhnd"),
+             **_strides("dv", dv, "bhnd"), HKV=HKV, GROUP=H // HKV, qk_scale=scale * LOG2E,
+             sm_scale=scale, MASK=mask, **_common(plan, q, cfg), WIDE_ROWS=wide_rows)),
+        (flash.attn_bwd_dq, lay.num_q_blocks * B * H, geometry,
+         dict(Q=q, K=k, V=v, DO=do, DQ=dq, LSE=lse, DELTA=delta, K_DESC=k_desc, V_DESC=v_desc),
+         lambda: dict(
+             **_lists(lay, False, plan.dq_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
+             **_strides("v", v, "bhnd"), **_strides("do", do, "bhmd"), **_strides("dq", dq, "bhmd"),
+             H=H, GROUP=H // HKV, qk_scale=scale * LOG2E, sm_scale=scale, MASK=mask, **_common(plan, q, cfg))),
+    ]
+
+
+def _stand_ins(q, k, v) -> tuple:
+    """Storage-free tensors shaped as a backward's O, LSE, dO, dQ, dK, dV and delta usually are
+    (contiguous), to compile the backward's kernels before it runs."""
+    B, H, Lq, _ = q.shape
+    meta = functools.partial(torch.empty, device="meta")
+    return (meta(q.shape, dtype=q.dtype), meta((B, H, Lq), dtype=torch.float32), meta(q.shape, dtype=q.dtype),
+            meta(q.shape, dtype=q.dtype), meta(k.shape, dtype=k.dtype), meta(v.shape, dtype=v.dtype),
+            meta((B, H, Lq), dtype=torch.float32))
+
+
+def _first(plan: KernelPlan, key) -> bool:
+    """True the first time the plan sees ``key`` (kept with its prepared launches)."""
+    if plan.interpret or key in plan.launches:
+        return False
+    plan.launches[key] = None
+    return True
+
+
+def _compile(calls: list, wait: bool) -> None:
+    """Compile the kernels ``calls`` need and Triton lacks, each in a child process, side by side
+    (`parallel`); ``wait``: join the children (the kernels are then in Triton's cache)."""
+    if not parallel.enabled():
+        return
+    with parallel.forking():
+        for kernel, programs, _, tensors, args in calls:
+            kernel.warmup(grid=(programs,), **tensors, **args())
+    if wait:
+        parallel.wait()

@@ -58,9 +58,9 @@ def _plan(q, k, pattern: str, q_offset, options: str):
                     json.loads(options), q.shape[1] // k.shape[1])
 
 
-def _forward(q, k, v, pattern, scale, q_offset, backend, options):
+def _forward(q, k, v, pattern, scale, q_offset, backend, options, grads=False):
     if _use_kernels(q, backend):
-        return launch.forward(_plan(q, k, pattern, q_offset, options), q, k, v, scale)
+        return launch.forward(_plan(q, k, pattern, q_offset, options), q, k, v, scale, grads)
     ctx = _pattern(pattern).resolve(q.shape[2], k.shape[2], q_offset)
     out, lse = chunked_attention(q, k, v, ctx, scale)
     return out.contiguous(), lse.contiguous()  # the layout register_fake promises, whatever q's strides
@@ -127,7 +127,7 @@ class _Eager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, *args):
         ctx.set_materialize_grads(False)  # unused outputs' gradients stay None, as with the custom op
-        out, lse = _forward(q, k, v, *args)
+        out, lse = _forward(q, k, v, *args, grads=any(ctx.needs_input_grad[:3]))
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.args = args
         return out, lse

@@ -1,0 +1,120 @@
+"""Compiling kernels in parallel, each in a forked child process.
+
+Triton compiles with Python's GIL held, so threads do not overlap (NOTES, v6 step 7), and a
+new structure's first forward+backward compiled its kernels one after another (~1 s each).
+Inside `forking()`, every kernel Triton would compile (a launch with ``warmup=True``, through
+Triton's async-compile hook) is compiled by a child forked for it instead: the child runs
+Triton's compiler, which writes its on-disk cache atomically, and exits; nothing is launched.
+The parent later launches as usual and Triton finds the kernel in that cache (milliseconds).
+`wait()` joins the children first, so the parent never compiles a kernel a child is still on.
+
+A child only compiles (MLIR, LLVM, ptxas): it makes no CUDA call, so forking a process that
+holds a CUDA context is safe for it, as for PyTorch's forked data-loader workers. Whatever
+goes wrong in a child (no fork, a failed or killed child, a compile error) only means the
+parent compiles that kernel itself, as it would without this module, and reports any error
+there. ``PATTERNC_PARALLEL_COMPILE=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import warnings
+
+CHILD_TIMEOUT_S = 300.0  # a child still compiling after this long is killed (the parent compiles)
+_CHILDREN: dict[str, int] = {}  # Triton's cache key -> pid of the child compiling it
+_COMPILED: set[str] = set()  # keys a child compiled (into Triton's cache: no need to fork again)
+
+
+def enabled() -> bool:
+    """Forking is possible and not turned off, and Triton has the hook this module uses."""
+    if not hasattr(os, "fork") or os.environ.get("PATTERNC_PARALLEL_COMPILE", "1") == "0":
+        return False
+    try:
+        from triton.runtime import _async_compile  # noqa: F401  (Triton 3.6; private, so checked)
+    except ImportError:
+        return False
+    return True
+
+
+class _Forking:
+    """Triton's async-compile mode (`triton.runtime._async_compile.active_mode`): Triton calls
+    ``submit`` where it would compile, and a launch with ``warmup=True`` returns its result."""
+
+    def submit(self, key, compile_fn, finalize_fn):
+        if key not in _CHILDREN and key not in _COMPILED:
+            try:
+                pid = os.fork()
+            except OSError:
+                return None
+            if pid == 0:
+                _child(compile_fn)
+            _CHILDREN[key] = pid
+        return None  # no kernel object: the parent's own launch loads the compiled kernel
+
+
+def _child(compile_fn) -> None:
+    code = 1
+    try:
+        compile_fn()
+        code = 0
+    except BaseException:  # the parent compiles this kernel again and reports the error
+        pass
+    finally:
+        os._exit(code)  # no atexit handlers, no flush of the parent's buffers, no CUDA teardown
+
+
+@contextlib.contextmanager
+def forking():
+    """Launches with ``warmup=True`` inside this block compile their missing kernels in forked
+    children and return at once. Does nothing if `enabled()` is false."""
+    if not enabled():
+        yield
+        return
+    from triton.runtime import _async_compile
+
+    for key in list(_CHILDREN):  # children of calls whose backward never came
+        _join(key, block=False)
+
+    token = _async_compile.active_mode.set(_Forking())
+    try:
+        with warnings.catch_warnings():  # Python 3.12 warns on fork() with threads running
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        _async_compile.active_mode.reset(token)
+
+
+def pending() -> int:
+    """How many children have not been joined yet."""
+    return len(_CHILDREN)
+
+
+def wait(timeout_s: float = CHILD_TIMEOUT_S) -> None:
+    """Join every child (the kernels they compiled are then in Triton's cache); kill any still
+    compiling after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    for key in list(_CHILDREN):
+        while not _join(key, block=False):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(_CHILDREN[key], signal.SIGKILL)
+                _join(key, block=True)
+                break
+            time.sleep(0.002)
+
+
+def _join(key: str, block: bool) -> bool:
+    """Reap the child compiling ``key`` if it has exited (or ``block``); False if still running."""
+    try:
+        pid, status = os.waitpid(_CHILDREN[key], 0 if block else os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere (an application's SIGCHLD handler): status unknown
+        pid, status = _CHILDREN[key], -1
+    if pid == 0:
+        return False
+    del _CHILDREN[key]
+    if status == 0:
+        _COMPILED.add(key)
+    return True

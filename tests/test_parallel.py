@@ -1,0 +1,65 @@
+"""`patternc.kernels.parallel`: kernels compiled in forked children through Triton's async-compile
+hook. Here with stand-in compile functions (a CPU machine compiles nothing); tests/test_gpu.py
+checks the real thing (the backward's kernels in Triton's cache before the backward runs)."""
+
+import os
+import time
+
+import pytest
+from triton.runtime import _async_compile
+
+from patternc.kernels import parallel
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+
+
+def _writer(path, text="compiled", delay=0.0):
+    def compile_fn():
+        time.sleep(delay)
+        path.write_text(text)
+    return compile_fn
+
+
+def test_each_kernel_compiles_once_in_a_child(tmp_path):
+    a, b = (str(tmp_path / name) for name in "ab")  # keys: Triton's cache keys, here fresh paths
+    with parallel.forking():
+        mode = _async_compile.active_mode.get()
+        assert mode is not None
+        for key in (a, b, a):  # a key submitted twice (two launches of one kernel): one child
+            assert mode.submit(key, _writer(tmp_path / key, delay=0.2), None) is None
+        assert parallel.pending() == 2
+    assert _async_compile.active_mode.get() is None  # Triton compiles in-process again
+    assert not (tmp_path / a).exists()  # nothing waited for yet: the children are still compiling
+    parallel.wait()
+    assert parallel.pending() == 0
+    assert (tmp_path / a).read_text() == (tmp_path / b).read_text() == "compiled"
+    with parallel.forking():  # compiled by a child once: in Triton's cache, no second child
+        _async_compile.active_mode.get().submit(a, _writer(tmp_path / a, "again"), None)
+        assert parallel.pending() == 0
+    assert (tmp_path / a).read_text() == "compiled"
+
+
+def test_a_failing_or_hanging_child_only_means_the_parent_compiles(tmp_path):
+    def fail():
+        raise RuntimeError("compile error")
+
+    fails, hangs = str(tmp_path / "fails"), str(tmp_path / "hangs")
+    with parallel.forking():
+        mode = _async_compile.active_mode.get()
+        mode.submit(fails, fail, None)
+        mode.submit(hangs, _writer(tmp_path / "late", delay=60), None)
+    started = time.monotonic()
+    parallel.wait(timeout_s=0.5)
+    assert parallel.pending() == 0 and time.monotonic() - started < 30
+    assert not (tmp_path / "late").exists()  # killed
+    with parallel.forking():  # neither is in Triton's cache: a later warmup tries again
+        _async_compile.active_mode.get().submit(fails, _writer(tmp_path / "retried"), None)
+    parallel.wait()
+    assert (tmp_path / "retried").read_text() == "compiled"
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("PATTERNC_PARALLEL_COMPILE", "0")
+    assert not parallel.enabled()
+    with parallel.forking():
+        assert _async_compile.active_mode.get() is None
