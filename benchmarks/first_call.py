@@ -5,7 +5,9 @@ compilation (`patternc.kernels.parallel`).
 
 Each (structure, mode) runs in a fresh process with empty Triton and patternc cache
 directories. The process first warms up (CUDA context, imports; a forward of another
-structure without gradients, which compiles no backward kernel), then times the new
+structure without gradients, which compiles no backward kernel, and a backward of a
+multiplication: PyTorch's first backward in a process imports sympy, 0.5-2.3 s whatever the
+op, not patternc's compile time), then times the new
 structure's first forward (with gradients) and first backward, synchronized: wall seconds.
 Mode ``serial``: PATTERNC_PARALLEL_COMPILE=0 (each kernel compiles when first launched);
 ``parallel``: the default (the forward forks children that compile the backward's kernels).
@@ -34,6 +36,8 @@ def child(text: str) -> None:
 
     with torch.no_grad():
         patternc.attention_from("window(3)")(*inputs())
+    x = torch.ones(2, device="cuda", requires_grad=True)
+    (x * 2).backward(torch.ones_like(x))  # PyTorch's first backward in a process imports sympy (0.5-2 s)
     torch.cuda.synchronize()
     q, k, v = inputs()
     attn = patternc.attention_from(text)

@@ -162,6 +162,8 @@ def test_backward_kernels_compile_in_children_during_the_forward(monkeypatch, tm
     parallel.wait()
     cubins = {p.name.split(".")[0] for p in tmp_path.rglob("*.cubin")}
     assert {"attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq"} <= cubins, cubins  # before the backward ran
+    launchers = list(tmp_path.rglob("__triton_launcher*"))
+    assert len(launchers) >= 4, launchers  # the forward's, built here, and the backward's three, by the children
     d_out = torch.randn_like(out)
     grads = torch.autograd.grad(out, (q, k, v), d_out)
     assert len(forks) == 3, forks  # the backward forked nothing more: it found them compiled

@@ -4,8 +4,9 @@ Triton compiles with Python's GIL held, so threads do not overlap (NOTES, v6 ste
 new structure's first forward+backward compiled its kernels one after another (~1 s each).
 Inside `forking()`, every kernel Triton would compile (a launch with ``warmup=True``, through
 Triton's async-compile hook) is compiled by a child forked for it instead: the child runs
-Triton's compiler, which writes its on-disk cache atomically, and exits; nothing is launched.
-The parent later launches as usual and Triton finds the kernel in that cache (milliseconds).
+Triton's compiler and builds the kernel's launcher, both of which Triton keeps in its on-disk
+cache (written atomically), and exits; nothing is launched. The parent later launches as
+usual and Triton finds both in that cache (milliseconds).
 `wait()` joins the children first, so the parent never compiles a kernel a child is still on.
 
 A child only compiles (MLIR, LLVM, ptxas): it makes no CUDA call, so forking a process that
@@ -58,12 +59,23 @@ class _Forking:
 def _child(compile_fn) -> None:
     code = 1
     try:
-        compile_fn()
+        kernel = compile_fn()
+        if hasattr(kernel, "metadata"):  # also its launcher (see `_launcher`)
+            _launcher(kernel)
         code = 0
     except BaseException:  # the parent compiles this kernel again and reports the error
         pass
     finally:
         os._exit(code)  # no atexit handlers, no flush of the parent's buffers, no CUDA teardown
+
+
+def _launcher(kernel) -> None:
+    """Build the launcher of a compiled kernel: a small C module per kernel signature, which
+    Triton compiles with the system's C compiler (~0.3 s) and keeps in its cache, at the
+    kernel's first launch (`CompiledKernel._init_handles`). No CUDA call."""
+    from triton.runtime.driver import driver
+
+    driver.active.launcher_cls(kernel.src, kernel.metadata)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,93 @@
+"""Where a new structure's first call spends its compile time: Triton's stages per kernel.
+
+    python benchmarks/compile_stages.py [--pattern TEXT] [--n 4096]
+
+Fresh Triton/patternc cache directories, kernels compiled in this process one after another
+(PATTERNC_PARALLEL_COMPILE=0), each stage of Triton's NVIDIA backend timed (ttir, ttgir,
+llir, ptx, cubin: the last one is ptxas), with the kernel's registers, spills and shared
+memory.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for var in ("TRITON_CACHE_DIR", "PATTERNC_CACHE_DIR"):
+    os.environ[var] = tempfile.mkdtemp(prefix=var.lower())
+os.environ["PATTERNC_PARALLEL_COMPILE"] = "0"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch  # noqa: E402
+import triton.compiler  # noqa: E402
+from triton.backends.nvidia.compiler import CUDABackend  # noqa: E402
+
+import patternc  # noqa: E402
+
+ROWS = []
+
+
+def _timed_stages():
+    add_stages = CUDABackend.add_stages
+
+    def patched(self, stages, options, language):
+        add_stages(self, stages, options, language)
+        for name, fn in list(stages.items()):
+            def timed(src, metadata, _fn=fn, _name=name):
+                t0 = time.perf_counter()
+                result = _fn(src, metadata)
+                ROWS[-1][1][_name] = time.perf_counter() - t0
+                return result
+            stages[name] = timed
+
+    CUDABackend.add_stages = patched
+    compile_ = triton.compiler.compile
+
+    def compile(src, *args, **kwargs):
+        ROWS.append((getattr(src, "name", "?"), {}))
+        t0 = time.perf_counter()
+        kernel = compile_(src, *args, **kwargs)
+        ROWS[-1][1]["total"] = time.perf_counter() - t0
+        ROWS[-1][1]["kernel"] = kernel
+        return kernel
+
+    triton.compiler.compile = compile
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pattern", default="global(first, eos) + window(5) + random(2, block=128)")
+    ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--profile", action="store_true", help="cProfile the first backward")
+    args = ap.parse_args()
+    _timed_stages()
+    q, k, v = (torch.randn(2, 16, args.n, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    t0 = time.perf_counter()
+    out = patternc.attention_from(args.pattern)(q, k, v)
+    torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    d_out = torch.randn_like(out)
+    if args.profile:
+        import cProfile
+        import pstats
+        profile = cProfile.Profile()
+        profile.enable()
+    out.backward(d_out)
+    torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    print(f"pattern: {args.pattern}  n={args.n}  bf16 D=128: first forward {t1 - t0:.2f} s, backward {t2 - t1:.2f} s")
+    if args.profile:
+        profile.disable()
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
+    for name, t in ROWS:
+        kernel = t.pop("kernel")
+        kernel._init_handles()
+        stages = "  ".join(f"{s} {t[s]:.2f}" for s in t if s != "total")
+        print(f"{name:22s} total {t['total']:.2f} s  ({stages})  regs {kernel.n_regs} spills {kernel.n_spills} "
+              f"shared {kernel.metadata.shared}")
+
+
+if __name__ == "__main__":
+    main()
