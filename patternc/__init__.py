@@ -17,9 +17,9 @@ from ._version import __version__
 from .errors import PatterncError
 from .lang import load, parse
 from .layout import BlockLayout
-from .nn import attention_from
+from .nn import attention_from, precompile
 from .pattern import Pattern
 from .reference import reference_attention
 
-__all__ = ["parse", "load", "attention_from", "reference_attention", "Pattern", "BlockLayout", "PatterncError",
+__all__ = ["parse", "load", "attention_from", "precompile", "reference_attention", "Pattern", "BlockLayout", "PatterncError",
            "__version__"]

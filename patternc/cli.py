@@ -95,6 +95,18 @@ def _cmd_compile(args) -> int:
     print(f"density   {100 * lay.density:.3f}% of (query, key) pairs attend", file=out)
     print(f"FLOPs     the forward kernel computes {100 * lay.block_density:.2f}% of dense attention's tiles: "
           f"{100 * (1 - lay.block_density):.2f}% of the FLOPs saved", file=out)
+    if args.build:
+        import time
+
+        from .nn import precompile
+
+        started = time.perf_counter()
+        precompile(pattern, (args.batch, args.heads, args.seq_len, args.head_dim),
+                   (args.batch, args.kv_heads or args.heads, args.kv_len or args.seq_len, args.head_dim),
+                   dtype=getattr(torch, args.dtype), device=args.device, backward=not args.no_backward, **options)
+        print(f"built     the {'forward and backward' if not args.no_backward else 'forward'} kernels for "
+              f"B={args.batch} Hq={args.heads} Hkv={args.kv_heads or args.heads} into Triton's cache "
+              f"({time.perf_counter() - started:.1f} s)", file=out)
     if args.emit is not None:
         from .kernels.emit import generate
 
@@ -249,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16", help="default bfloat16")
     p.add_argument("--head-dim", type=_positive, default=64, metavar="D", help="default 64")
     p.add_argument("--emit", metavar="DIR", help="also write the generated Triton mask module into DIR ('-': stdout)")
+    p.add_argument("--build", action="store_true",
+                   help="also compile the kernels ahead of time into Triton's cache (patternc.precompile; needs a GPU)")
+    p.add_argument("--batch", type=_positive, default=1, metavar="B", help="with --build: batch size (default 1)")
+    p.add_argument("--heads", type=_positive, default=1, metavar="H", help="with --build: query heads (default 1)")
+    p.add_argument("--kv-heads", type=_positive, metavar="H", help="with --build: key/value heads (default: --heads)")
+    p.add_argument("--no-backward", action="store_true", help="with --build: the forward's kernels only")
     p.set_defaults(run=_cmd_compile)
 
     p = commands.add_parser("show", parents=[source, shape], help="draw a pattern (tokens when small, else blocks)",

@@ -24,7 +24,8 @@ from .kernels import cache
 from .lang import as_pattern
 from .ops import op
 from .pattern import Pattern
-from .plan import Options, check_options
+from .ops import launch
+from .plan import Options, check_options, plan_for
 
 BACKENDS = ("auto", "kernels", "reference")
 
@@ -91,3 +92,44 @@ def attention_from(pattern, backend: str = "auto", **options) -> PatternAttentio
     if backend not in BACKENDS:
         raise PatterncError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     return PatternAttention(pattern, backend, **check_options(options))
+
+
+def precompile(pattern, q_shape, kv_shape=None, *, dtype=torch.bfloat16, device="cuda", backward: bool = True,
+               q_offset: int | None = None, **options) -> None:
+    """Compile ahead of time the kernels that ``attention_from(pattern, **options)`` launches on
+    contiguous CUDA tensors q of ``q_shape`` ``[B, Hq, Lq, D]`` and k, v of ``kv_shape``
+    (default ``q_shape``), and with ``backward`` those of its backward; nothing runs on the GPU.
+
+    The kernels compile side by side in child processes into Triton's on-disk cache, so the
+    first call of that structure, in this process or another one sharing the cache (a server's
+    workers, a container built with the cache), only loads them. Other lengths of the same
+    structure mostly reuse the same kernels. ``pattern``: a text, a `Pattern`, or a module from
+    `attention_from` (its options are used). ``patternc compile --build`` does this from the
+    command line. Needs a CUDA device: CPU calls run the kernels in Triton's interpreter,
+    which compiles nothing.
+    """
+    if isinstance(pattern, PatternAttention):
+        pattern, options = pattern.pattern, {**pattern.options, **options}
+    pattern, options = as_pattern(pattern), check_options(options)
+    if not isinstance(dtype, torch.dtype):
+        raise PatterncError(f"dtype must be a torch.dtype such as torch.bfloat16, got {dtype!r}")
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise PatterncError(f"precompile needs a CUDA device, got device={str(device)!r}"
+                            + ("" if torch.cuda.is_available() else " (no CUDA device is available)"))
+    shapes = {}
+    for name, shape in (("q_shape", q_shape), ("kv_shape", q_shape if kv_shape is None else kv_shape)):
+        if not (isinstance(shape, (tuple, list, torch.Size)) and len(shape) == 4):
+            raise PatterncError(f"{name} must be 4 sizes [batch, heads, length, head_dim], got {shape!r}")
+        shapes[name] = tuple(require_int(f"{name}[{i}]", n, minimum=1) for i, n in enumerate(shape))
+    if q_offset is not None:
+        require_int("q_offset", q_offset, minimum=None)
+    q = torch.empty(shapes["q_shape"], dtype=dtype, device="meta")
+    k = torch.empty(shapes["kv_shape"], dtype=dtype, device="meta")
+    scale = check_inputs(q, k, k, None)
+    if device.index is None:  # the plan cache knows devices by index, as tensors name them
+        device = torch.device("cuda", torch.cuda.current_device())
+    cache.prepare(interpret=False)
+    plan = plan_for(pattern, q.shape[2], k.shape[2], q_offset, device, dtype, q.shape[3], options,
+                    q.shape[1] // k.shape[1])
+    launch.precompile(plan, q, k, k, scale, device, backward)

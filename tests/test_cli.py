@@ -226,6 +226,12 @@ def test_show_out_bad_path_exits_2(capsys, tmp_path, name, fragment):
     assert code == 2 and out == "" and fragment in err
 
 
+def test_compile_build_without_a_gpu_exits_2(capsys):
+    """`compile --build` compiles for a GPU (tests/test_gpu.py runs it there); on the CPU a clear error."""
+    code, out, err = run(capsys, "compile", "-e", "causal", "-n", 128, "--build", "--device", "cpu")
+    assert code == 2 and "precompile needs a CUDA device" in err and "tiles" in out
+
+
 # ------------------------------------------------------------------ errors
 def assert_diagnostic(err, name, line, column, fragment):
     first, source_line, caret = err.rstrip("\n").split("\n")

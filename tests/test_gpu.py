@@ -172,3 +172,35 @@ def test_backward_kernels_compile_in_children_during_the_forward(monkeypatch, tm
     for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *torch.autograd.grad(ref, leaves, d_out.double()))):
         assert rel_err(got, want) < 1e-2, name
     print(f"ok  parallel compile: {sorted(cubins)}")
+
+
+def test_precompiled_kernels_leave_nothing_to_compile(monkeypatch, tmp_path):
+    """`patternc.precompile` (and `patternc compile --build`) put every kernel of a call and its
+    backward into Triton's cache: the first call of that structure then compiles nothing (no
+    new file in the cache, no child forked) and computes the right thing. Head dim 48 and a
+    structure no other test compiles."""
+    from patternc.cli import main
+    from patternc.kernels import parallel
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    pattern = "(global(0:3) + window(left=9, right=0)) & causal"
+    assert main(["compile", "-e", pattern, "-n", "600", "--head-dim", "48", "--dtype", "float16", "--heads", "4",
+                 "--kv-heads", "2", "--build"]) == 0
+    patternc.precompile(pattern, (1, 4, 700, 48), (1, 2, 700, 48), dtype=torch.float16)  # another length
+    files = set(tmp_path.rglob("*"))
+    assert any(p.name.startswith("attn_bwd_dkdv") for p in files), sorted(p.name for p in files)
+    forks = []
+    fork = parallel.os.fork
+    monkeypatch.setattr(parallel.os, "fork", lambda: forks.append(1) or fork())
+    q = torch.randn(1, 4, 700, 48, device="cuda", dtype=torch.float16, requires_grad=True)
+    k, v = (torch.randn(1, 2, 700, 48, device="cuda", dtype=torch.float16, requires_grad=True) for _ in range(2))
+    out = patternc.attention_from(pattern)(q, k, v)
+    d_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), d_out)
+    assert not forks and set(tmp_path.rglob("*")) == files, sorted(p.name for p in set(tmp_path.rglob("*")) - files)
+    leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    mask = patternc.parse(pattern).dense_mask(700, 700, device="cuda")
+    ref, _ = dense_attention(*leaves, mask, 48 ** -0.5)
+    for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *torch.autograd.grad(ref, leaves, d_out.double()))):
+        assert rel_err(got, want) < 1e-2, name
+    print(f"ok  precompile: {len(files)} cache files, none added by the first call")

@@ -8,6 +8,8 @@ import time
 import pytest
 from triton.runtime import _async_compile
 
+import patternc
+import torch
 from patternc.kernels import parallel
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
@@ -63,3 +65,18 @@ def test_switched_off_by_the_environment(monkeypatch):
     assert not parallel.enabled()
     with parallel.forking():
         assert _async_compile.active_mode.get() is None
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(q_shape=(1, 2, 128, 64), device="cpu"), "precompile needs a CUDA device, got device='cpu'"),
+    (dict(q_shape=(1, 2, 128)), "q_shape must be 4 sizes"),
+    (dict(q_shape=(1, 2, 128, 64), kv_shape=(1, 2, 0, 64)), "kv_shape[2] must be a positive integer, got 0"),
+    (dict(q_shape=(1, 2, 128, 64), dtype="bf16"), "dtype must be a torch.dtype"),
+    (dict(q_shape=(1, 3, 128, 64), kv_shape=(1, 2, 128, 64)), "not a multiple of k's 2 heads"),
+    (dict(q_shape=(1, 2, 128, 64), block_m=7), "block_m"),
+])
+def test_precompile_errors_name_the_argument(kwargs, message, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the argument checks, not the machine's
+    with pytest.raises(patternc.PatterncError) as info:
+        patternc.precompile("causal", **kwargs)
+    assert message in str(info.value)

@@ -92,9 +92,9 @@ def _geometry(*tensors) -> tuple:
     return tuple(None if t is None else (t.shape, t.stride(), t.dtype, t.data_ptr() % 16 == 0) for t in tensors)
 
 
-def _dot_precision(q) -> str:
+def _dot_precision(plan: KernelPlan) -> str:
     """fp32 dots use TF32 exactly when torch's matmuls would (read at each call, as torch does)."""
-    tf32 = q.dtype == torch.float32 and q.is_cuda and torch.backends.cuda.matmul.allow_tf32
+    tf32 = plan.dtype == torch.float32 and not plan.interpret and torch.backends.cuda.matmul.allow_tf32
     return "tf32" if tf32 else "ieee"
 
 
@@ -102,7 +102,7 @@ def _common(plan: KernelPlan, q, cfg) -> dict:
     return dict(Q_LEN=plan.q_len, KV_LEN=plan.kv_len, Q_OFFSET=plan.q_offset, PARAMS=plan.params,
                 HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                 RANDOM_SLOTS=plan.random_slots, EVEN_N=plan.kv_len % cfg.block_n == 0,
-                DOT_PRECISION=_dot_precision(q), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                DOT_PRECISION=_dot_precision(plan), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def _tma_ok(t: torch.Tensor) -> bool:
@@ -148,36 +148,61 @@ def forward(plan: KernelPlan, q, k, v, scale: float, grads: bool = False):
     """O ``[B, H, Lq, D]`` in q's dtype and the natural-log LSE ``[B, H, Lq]`` (float32).
     ``grads``: a backward is expected; the first time for this call geometry, its kernels
     start compiling in child processes while this one compiles the forward (`parallel`)."""
+    B, H, Lq, D = q.shape
+    splits = _splits(plan, plan.fwd_layout.num_q_blocks * B * H // plan.pack, q.device)
+    out, lse = empty(q.shape, q.dtype, q.device), empty((B, H, Lq), torch.float32, q.device)
+    parts = None if splits == 1 else (empty((splits, B, H, Lq, D), torch.float32, q.device),
+                                      empty((splits, B, H, Lq), torch.float32, q.device))
+    calls = _forward_calls(plan, q, k, v, out, lse, parts, scale)
+    with _launching(plan, q.device):
+        if grads and _first(plan, ("compile backward", calls[0][2])):
+            _compile(_backward_calls(plan, q, k, v, *_stand_ins(q, k, v), None, scale), wait=False)
+        for kernel, programs, geometry, tensors, args in calls:
+            _launch(kernel, programs, plan, geometry, tensors, args)
+    return out, lse
+
+
+def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> list:
+    """The forward's launches as `_launch` takes them: (kernel, programs, geometry, tensors,
+    args). ``parts``: None, or the fp32 (O, LSE) of each split of a row (decoding: few rows,
+    long ones), which `attn_merge` then merges into ``out`` and ``lse``."""
     flash, mask = _kernels(plan)
     B, H, Lq, D = q.shape
     lay, cfg = plan.fwd_layout, plan.fwd
-    programs = lay.num_q_blocks * B * H // plan.pack
-    splits = _splits(plan, programs, q.device)
-    if splits == 1:
-        o = empty(q.shape, q.dtype, q.device)
-        lse = empty((B, H, Lq), torch.float32, q.device)
-    else:  # each split's normalized output and LSE, in fp32, merged below
-        o = empty((splits, B, H, Lq, D), torch.float32, q.device)
-        lse = empty((splits, B, H, Lq), torch.float32, q.device)
+    splits = 1 if parts is None else parts[0].shape[0]
+    o, ls = (out, lse) if parts is None else parts
     k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
-    geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, scale, splits, _dot_precision(q))
-    with _launching(plan, q.device):
-        if grads and _first(plan, ("compile backward", geometry)):
-            _compile(_backward_calls(plan, q, k, v, *_stand_ins(q, k, v), None, scale), wait=False)
-        _launch(flash.attn_fwd, programs * splits, plan, geometry,
-                dict(Q=q, K=k, V=v, O=o, LSE=lse, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
-                    **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
-                    **_strides("v", v, "bhnd"), **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H,
-                    GROUP=H // k.shape[1], qk_scale=scale * LOG2E, SPLITS=splits,
-                    stride_ls=lse.view(splits, B * H * Lq).stride(0), PACK=plan.pack, MASK=mask,
-                    **_common(plan, q, cfg)))
-        if splits == 1:
-            return o, lse
-        out, total = empty(q.shape, q.dtype, q.device), empty((B, H, Lq), torch.float32, q.device)
-        _launch(flash.attn_merge, -(-B * H * Lq // MERGE_ROWS), plan, (geometry, MERGE_ROWS), dict(
-                PARTS=o, PART_LSE=lse, O=out, LSE=total), lambda: dict(
-                ROWS=B * H * Lq, SPLITS=splits, HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK=MERGE_ROWS))
-    return out, total
+    geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, scale, splits, _dot_precision(plan))
+    calls = [(flash.attn_fwd, lay.num_q_blocks * B * H // plan.pack * splits, geometry,
+              dict(Q=q, K=k, V=v, O=o, LSE=ls, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
+                  **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
+                  **_strides("v", v, "bhnd"), **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H,
+                  GROUP=H // k.shape[1], qk_scale=scale * LOG2E, SPLITS=splits,
+                  stride_ls=ls.view(splits, B * H * Lq).stride(0), PACK=plan.pack, MASK=mask,
+                  **_common(plan, q, cfg)))]
+    if parts is not None:
+        calls.append((flash.attn_merge, -(-B * H * Lq // MERGE_ROWS), (geometry, MERGE_ROWS),
+                      dict(PARTS=o, PART_LSE=ls, O=out, LSE=lse), lambda: dict(
+                          ROWS=B * H * Lq, SPLITS=splits, HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad,
+                          BLOCK=MERGE_ROWS)))
+    return calls
+
+
+def precompile(plan: KernelPlan, q, k, v, scale: float, device: torch.device, backward: bool) -> None:
+    """Compile every kernel a call on contiguous tensors shaped as the storage-free (meta) ``q``,
+    ``k``, ``v`` launches on ``device``, and with ``backward`` its backward's, side by side in
+    child processes (`parallel`; one after another in this process where that is off), into
+    Triton's on-disk cache. Nothing runs on the GPU."""
+    B, H, Lq, D = q.shape
+    out, lse, _, _, _, _, _ = _stand_ins(q, k, v)
+    splits = _splits(plan, plan.fwd_layout.num_q_blocks * B * H // plan.pack, device)
+    meta = functools.partial(torch.empty, device="meta", dtype=torch.float32)
+    parts = None if splits == 1 else (meta((splits, B, H, Lq, D)), meta((splits, B, H, Lq)))
+    calls = _forward_calls(plan, q, k, v, out, lse, parts, scale)
+    if backward:
+        calls += _backward_calls(plan, q, k, v, *_stand_ins(q, k, v), None, scale)
+    with _launching(plan, device):
+        _compile(calls, wait=True)
 
 
 def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
@@ -205,7 +230,7 @@ def _backward_calls(plan: KernelPlan, q, k, v, o, lse, do, dq, dk, dv, delta, dl
     k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
     wide_rows = max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS
     geometry = (_geometry(q, k, v, o, lse, do, dlse), *(d is None for d in (q_desc, do_desc, k_desc, v_desc)),
-                scale, _dot_precision(q), wide_rows)
+                scale, _dot_precision(plan), wide_rows)
     return [
         (flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, geometry,
          dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta), lambda: dict(
@@ -247,8 +272,12 @@ def _first(plan: KernelPlan, key) -> bool:
 
 def _compile(calls: list, wait: bool) -> None:
     """Compile the kernels ``calls`` need and Triton lacks, each in a child process, side by side
-    (`parallel`); ``wait``: join the children (the kernels are then in Triton's cache)."""
+    (`parallel`). ``wait``: return once they are compiled (in this process, one after another,
+    where `parallel` is off); else only start them (nothing, where it is off)."""
     if not parallel.enabled():
+        if wait:
+            for kernel, programs, _, tensors, args in calls:
+                kernel.warmup(grid=(programs,), **tensors, **args())
         return
     with parallel.forking():
         for kernel, programs, _, tensors, args in calls:
