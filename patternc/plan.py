@@ -71,10 +71,12 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
                  dense: bool = False) -> tuple[TileConfig, TileConfig]:
     """(forward, backward) tiles for a device type, dtype and head dim, then the options.
 
-    CUDA, fp16/bf16, D <= 128: the best of a sweep on an H100 (benchmarks/tune_tiles.py), and
-    for ``dense`` layouts (`is_dense`) at D > 64 a 128x128, 8-warp forward (A/B on an H200,
-    D=128: causal 2-4% and `all` 8% faster, every sparser row and causal at D=64 slower:
-    results/2026-11-26-ab-fwd128-h200.md, -ab-dense-h200.md).
+    CUDA, fp16/bf16, D <= 128: the best of a sweep on an H100 (benchmarks/tune_tiles.py) with
+    a 2-stage forward pipeline (A/B on an H200: forward up to 9% faster than 3 stages, never
+    slower: results/2026-11-26-ab-fwd-stages2-h200.md, -ab-v8-stages-h200.md), and for
+    ``dense`` layouts (`is_dense`) at D > 64 a 128x128, 8-warp, 2-stage forward (A/B on an
+    H200, D=128: causal 6% and `all` 10% faster than 64x64, every sparser row and causal at
+    D=64 slower: results/2026-11-26-ab-fwd128-h200.md, -ab-dense-h200.md, -ab-v8-stages-h200.md).
     fp32 or D > 128: smaller tiles that fit shared memory (golden-tested, untuned). The
     interpreter (CPU): 32x32, which keeps its numpy work small.
     """
@@ -86,7 +88,7 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
         fwd, bwd = TileConfig(64, 32, 4, 2), TileConfig(32, 32, 4, 1)
     else:
         wide = dense and head_dim > 64  # at D=64 the 128x128 forward was 20% slower on causal 16K
-        fwd, bwd = TileConfig(128, 128, 8, 3) if wide else TileConfig(64, 64, 4, 3), TileConfig(64, 64, 4, 2)
+        fwd, bwd = TileConfig(128, 128, 8, 2) if wide else TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2)
     options = options or {}
     shared = {k: v for k, v in options.items() if not k.startswith(("fwd_", "bwd_"))}
     return tuple(replace(cfg, **{**shared, **{k[4:]: v for k, v in options.items() if k.startswith(prefix)}})
