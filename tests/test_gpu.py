@@ -204,3 +204,33 @@ def test_precompiled_kernels_leave_nothing_to_compile(monkeypatch, tmp_path):
     for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *torch.autograd.grad(ref, leaves, d_out.double()))):
         assert rel_err(got, want) < 1e-2, name
     print(f"ok  precompile: {len(files)} cache files, none added by the first call")
+
+
+def test_new_lengths_of_a_seen_structure_compile_nothing():
+    """Lengths, the query offset and the count of heavy blocks are plain int32 kernel arguments:
+    Triton would otherwise compile a variant per value equal to 1 or divisible by 16. After the
+    first call, other lengths of the structure (one divisible by 16, one not; the count of
+    heavy blocks 0 at 520 tokens, more at 4048) compile no kernel, forward or backward."""
+    from patternc.ops import launch
+
+    flash = launch.cache.kernels(False)
+    kernels = (flash.attn_fwd, flash.attn_bwd_dkdv, flash.attn_bwd_dq)
+
+    def variants():
+        return [sum(len(cache[0]) for cache in kernel.device_caches.values()) for kernel in kernels]
+
+    pattern = "(global(0:4) + window(left=511, right=0)) & causal"
+    attn = patternc.attention_from(pattern)
+    before = None
+    for n in (520, 4048, 3000):  # all of them n % 64 != 0: one EVEN_N variant
+        q, k, v = (torch.randn(1, 2, n, 64, device="cuda", dtype=torch.float16, requires_grad=True) for _ in range(3))
+        out = attn(q, k, v)
+        d_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, (q, k, v), d_out)
+        before = before or variants()
+        assert variants() == before, (n, before, variants())
+        leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
+        ref, _ = dense_attention(*leaves, patternc.parse(pattern).dense_mask(n, n, device="cuda"), 64 ** -0.5)
+        for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *torch.autograd.grad(ref, leaves, d_out.double()))):
+            assert rel_err(got, want) < 1e-2, (n, name)
+    print(f"ok  lengths 520, 4048, 3000: kernel variants {before}, unchanged")

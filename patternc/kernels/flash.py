@@ -31,6 +31,11 @@ import triton.language as tl
 
 LN2 = tl.constexpr(0.6931471805599453)
 LOG2E = tl.constexpr(1.4426950408889634)
+# Triton compiles a variant per integer argument equal to 1 or divisible by 16. Lengths, the
+# query offset and the count of heavy blocks change with the call's lengths, and would make
+# a new length of a seen structure compile again (P4 at 16K after 4K: HEAVY 0 -> 1); they
+# are plain int32 arguments instead.
+LENGTHS = ["Q_LEN", "KV_LEN", "Q_OFFSET", "HEAVY"]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -191,7 +196,7 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
     return acc, l_i, m_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTHS)
 def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
              ORDER, HEAVY,
              stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
@@ -347,7 +352,7 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, Q_DESC, DO_DESC, off_b, off_h, LSE, DELTA, 
     return dk, dv
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTHS)
 def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, Q_DESC, DO_DESC, PARAMS,
                   FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY,
                   stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
@@ -421,7 +426,7 @@ def _dq_tiles(dq, q, do, lse, delta, K, V, K_DESC, V_DESC, off_b, off_hk, INDICE
     return dq
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTHS)
 def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, K_DESC, V_DESC, PARAMS,
                 FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY,
                 stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
