@@ -207,10 +207,11 @@ def test_precompiled_kernels_leave_nothing_to_compile(monkeypatch, tmp_path):
 
 
 def test_new_lengths_of_a_seen_structure_compile_nothing():
-    """Lengths, the query offset and the count of heavy blocks are plain int32 kernel arguments:
-    Triton would otherwise compile a variant per value equal to 1 or divisible by 16. After the
-    first call, other lengths of the structure (one divisible by 16, one not; the count of
-    heavy blocks 0 at 520 tokens, more at 4048) compile no kernel, forward or backward."""
+    """The query offset and the count of heavy blocks are plain int32 kernel arguments: Triton
+    would otherwise compile a variant per value equal to 1 or divisible by 16. After the first
+    call, other lengths of the structure in the same classes (not divisible by 16 nor by the
+    tile; heavy blocks: none at 520 tokens, some at 4040) compile no kernel, forward or
+    backward."""
     from patternc.ops import launch
 
     flash = launch.cache.kernels(False)
@@ -222,7 +223,7 @@ def test_new_lengths_of_a_seen_structure_compile_nothing():
     pattern = "(global(0:4) + window(left=511, right=0)) & causal"
     attn = patternc.attention_from(pattern)
     before = None
-    for n in (520, 4048, 3000):  # all of them n % 64 != 0: one EVEN_N variant
+    for n in (520, 4040, 3000):  # n % 16 == 8 for all: one variant of Q_LEN, KV_LEN, EVEN_N
         q, k, v = (torch.randn(1, 2, n, 64, device="cuda", dtype=torch.float16, requires_grad=True) for _ in range(3))
         out = attn(q, k, v)
         d_out = torch.randn_like(out)
@@ -233,4 +234,4 @@ def test_new_lengths_of_a_seen_structure_compile_nothing():
         ref, _ = dense_attention(*leaves, patternc.parse(pattern).dense_mask(n, n, device="cuda"), 64 ** -0.5)
         for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *torch.autograd.grad(ref, leaves, d_out.double()))):
             assert rel_err(got, want) < 1e-2, (n, name)
-    print(f"ok  lengths 520, 4048, 3000: kernel variants {before}, unchanged")
+    print(f"ok  lengths 520, 4040, 3000: kernel variants {before}, unchanged")

@@ -31,11 +31,14 @@ import triton.language as tl
 
 LN2 = tl.constexpr(0.6931471805599453)
 LOG2E = tl.constexpr(1.4426950408889634)
-# Triton compiles a variant per integer argument equal to 1 or divisible by 16. Lengths, the
-# query offset and the count of heavy blocks change with the call's lengths, and would make
-# a new length of a seen structure compile again (P4 at 16K after 4K: HEAVY 0 -> 1); they
-# are plain int32 arguments instead.
-LENGTHS = ["Q_LEN", "KV_LEN", "Q_OFFSET", "HEAVY"]
+# Triton compiles a variant per integer argument equal to 1 or divisible by 16. The query
+# offset and the count of heavy blocks change with the call's lengths and gain nothing from
+# it (P4 at 16K after 4K compiled its backward again: HEAVY 0 -> 1), so they are plain int32
+# arguments. Q_LEN and KV_LEN stay specialized: Q_LEN % 16 == 0 aligns the LSE and delta
+# rows of each head (vector loads); unspecialized lengths made forward+backward 3-9% slower
+# (results/2026-11-26-ab-nospec-h200.md). A length of a seen structure compiles at most a
+# variant per class (divisible by 16 or not; Lk % BLOCK_N == 0 or not, EVEN_N).
+LENGTHS = ["Q_OFFSET", "HEAVY"]
 
 
 # ---------------------------------------------------------------------------- helpers
