@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 
-from patterns import PATTERNS
+from patterns import PATTERNS, warm_gpu
 
 ROWS = {  # name: (pattern, B, Hq, Hkv, D)
     **{name: (text, 2, 16, 16, 128) for name, text in PATTERNS.items()},
@@ -39,20 +39,12 @@ def inputs(b, hq, hkv, n, d):
 
 
 def time_pair(fn, do, leaves):
-    """Forward and forward+backward medians (ms). The first calls (compiling) and ~0.3 s of
-    matmuls come first: after seconds of compiling, an idle GPU's clocks are down, and the
-    first row timed used to read up to 50% slow (results/2026-11-26-ab-v8-stages2-h200.md)."""
-    import time
-
+    """Forward and forward+backward medians (ms), after a first call (compiling) and `warm_gpu`."""
     import torch
     import triton
 
     torch.autograd.backward(fn(), do)
-    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.3:
-        a @ a
-        torch.cuda.synchronize()
+    warm_gpu()
     fwd = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
     fb = triton.testing.do_bench(lambda: torch.autograd.backward(fn(), do), warmup=25, rep=100,
                                  return_mode="median", grad_to_none=list(leaves))

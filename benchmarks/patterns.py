@@ -1,4 +1,5 @@
-"""The benchmark patterns of issue 8 by name: one place for every script in this folder."""
+"""The benchmark patterns of issue 8 by name, and the GPU warm-up before timing: one place for
+every script in this folder."""
 
 PATTERNS = {
     "P1": "global(first, eos) + window(3) + random(2, block=128)",
@@ -8,3 +9,18 @@ PATTERNS = {
     "causal": "causal",
     "all": "all",
 }
+
+
+def warm_gpu(seconds: float = 0.3) -> None:
+    """Busy the GPU with matmuls for a moment before timing: after seconds of compiling, an
+    idle GPU's clocks are down, and the first row timed read up to 50% slow (P1 4K forward
+    0.28 vs 0.18 ms: results/2026-11-26-ab-v8-stages2-h200.md, -v8-h200-bench.md)."""
+    import time
+
+    import torch
+
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ a
+        torch.cuda.synchronize()

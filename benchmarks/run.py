@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from patterns import PATTERNS
+from patterns import PATTERNS, warm_gpu
 from plot import render, table_row  # stdlib-only at import: fine before the cache setup
 
 HERE = Path(__file__).resolve().parent
@@ -185,6 +185,7 @@ def measure(m, fn, q, k, v, do, args):
         grads = [q.grad, k.grad, v.grad]
         q.grad = k.grad = v.grad = None
     warmup, rep = args.reps
+    warm_gpu()
     m["fwd_ms"] = triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
     step = fn if args.no_backward else (lambda: torch.autograd.backward(fn(), do))
     if step is not fn:
