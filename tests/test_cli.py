@@ -433,22 +433,69 @@ def test_emit_never_overwrites_another_patterns_file(capsys, tmp_path):
     assert "# pattern: window(5)" in path.read_text()
 
 
+def bench_rows(out):
+    """`bench`'s markdown table as {method: {column: cell}}."""
+    lines = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in out.splitlines()
+             if line.startswith("| ") and not line.startswith("|---")]
+    header, *body = lines
+    return {cells[0]: dict(zip(header, cells)) for cells in body}
+
+
 def test_bench_times_every_method_after_checking_it(capsys):
-    # rows past 46 attend nothing: SDPA's NaN rows are compared as patternc's zeros
+    # rows past 46 attend nothing: SDPA's NaN rows are compared as patternc's zeros (its
+    # gradients, were they NaN, would not be compared, and the check would say so)
     code, out, _ = run(capsys, "bench", "-e", "window(left=7, right=0) & global(0:40)", "-n", 96,
                            "--batch", 1, "--heads", 2, "--kv-heads", 1, "--head-dim", 16, "--seconds", 0.05)
     assert code == 0, out
-    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
-    assert set(rows) >= {"method", "patternc", "sdpa-mask", "flex"}
-    assert "reference" in rows["patternc"] and "| ok " in rows["sdpa-mask"]
-    assert float(rows["sdpa-mask"].split("|")[2]) > 0 and "Hkv=1" in out and "density" in out
+    rows = bench_rows(out)
+    assert set(rows) >= {"patternc", "sdpa-mask", "flex"}
+    assert rows["patternc"]["check"] == "reference" and rows["sdpa-mask"]["check"].startswith("ok ")
+    for method in ("patternc", "sdpa-mask"):
+        for column in ("build ms", "first call s", "fwd ms", "fwd+bwd ms"):
+            assert float(rows[method][column]) > 0, (method, column)
+        assert rows[method]["peak MiB"] == "-"  # CPU: no allocator statistics
+    assert "skipped" in rows["flex"]["check"] and "Hkv=1" in out and "density" in out
 
 
 def test_bench_times_sdpa_kernels_on_dense_patterns(capsys):
     code, out, _ = run(capsys, "bench", "-e", "causal", "-n", 80, "--batch", 1, "--heads", 2, "--head-dim", 16,
                            "--dtype", "float32", "--device", "cpu", "--seconds", 0.02)
-    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
-    assert code == 0 and "| ok " in rows["sdpa-math"] and "| ok " in rows["sdpa-mask"], out
+    rows = bench_rows(out)
+    # causal rows all attend something: outputs and gradients compared
+    assert code == 0 and rows["sdpa-math"]["check"].startswith("ok ") and rows["sdpa-mask"]["check"].startswith("ok ")
+    assert "NaN" not in out, out
+
+
+def test_bench_check_catches_a_wrong_method(capsys, monkeypatch):
+    """The check can fail: a method whose gradients (only) are wrong reads DIFFERS."""
+    from patternc import bench
+
+    methods = bench._methods
+
+    def with_wrong_grads(pattern, q, k, v):
+        for name, fn, *rest in methods(pattern, q, k, v):
+            if name == "sdpa-mask":
+                inner = fn
+                fn = lambda: torch.utils.checkpoint.checkpoint(  # noqa: E731
+                    lambda a, b, c: _ScaledGrad.apply(inner()), q, k, v, use_reentrant=False)
+            yield (name, fn, *rest)
+
+    monkeypatch.setattr(bench, "_methods", with_wrong_grads)
+    code, out, _ = run(capsys, "bench", "-e", "causal", "-n", 64, "--batch", 1, "--heads", 1, "--head-dim", 16,
+                       "--dtype", "float32", "--device", "cpu", "--seconds", 0.01)
+    assert code == 0 and bench_rows(out)["sdpa-mask"]["check"].startswith("DIFFERS"), out
+
+
+class _ScaledGrad(torch.autograd.Function):
+    """Identity forward, gradient times 1.5: right outputs, wrong gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return 1.5 * g
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
