@@ -2,6 +2,7 @@
 compilation (`patternc.kernels.parallel`).
 
     python benchmarks/first_call.py [--out FILE]
+    python benchmarks/first_call.py --profile   # a fresh process's first forward, cProfiled
 
 Each (structure, mode) runs in a fresh process with empty Triton and patternc cache
 directories. The process first warms up (CUDA context, imports; a forward of another
@@ -25,7 +26,7 @@ STRUCTURES = ["global(first, eos) + window(5) + random(2, block=128)", "causal",
               "(global(0:4) + window(left=4095, right=0)) & causal"]
 
 
-def child(text: str) -> None:
+def child(text: str, profile: bool = False) -> None:
     import torch
 
     import patternc
@@ -34,6 +35,19 @@ def child(text: str) -> None:
         return [torch.randn(2, 16, 4096, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                 for _ in range(3)]
 
+    if profile:  # no warm-up: where a fresh process's first call goes
+        import cProfile
+        import pstats
+
+        q, k, v = inputs()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with cProfile.Profile() as prof:
+            patternc.attention_from(text)(q, k, v)
+            torch.cuda.synchronize()
+        print(f"first forward of a fresh process, cold caches: {time.perf_counter() - t0:.2f} s (under cProfile)")
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+        return
     with torch.no_grad():
         patternc.attention_from("window(3)")(*inputs())
     x = torch.ones(2, device="cuda", requires_grad=True)
@@ -55,9 +69,17 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: cProfile the first forward of a fresh process (no warm-up), cold caches")
     args = parser.parse_args()
     if args.child:
-        return child(args.child)
+        return child(args.child, args.profile)
+    if args.profile:
+        for var in ("TRITON_CACHE_DIR", "PATTERNC_CACHE_DIR"):
+            os.environ[var] = tempfile.mkdtemp(prefix=var.lower())
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                   os.environ.get("PYTHONPATH", "")])
+        return subprocess.run([sys.executable, __file__, "--child", STRUCTURES[0], "--profile"]).returncode
     lines = ["| structure | mode | first forward s | first backward s | forward+backward s |", "|---|---|---|---|---|"]
     for text in STRUCTURES:
         for mode in ("serial", "parallel"):
