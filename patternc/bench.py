@@ -7,7 +7,8 @@ compiled with the pattern's BlockMask (`Pattern.to_flex`). Each method's output 
 are checked against patternc's before it is timed; times are medians of ``torch.utils.benchmark``
 (which synchronizes CUDA), forward and forward+backward; useful TFLOP/s count attended pairs
 only (forward 4, backward 10 multiply-adds x2 per pair and head dim). Also per method: what it
-builds from the pattern first (patternc's 128x128 layout, flex's BlockMask, SDPA's dense mask),
+builds from the pattern first (patternc's layout at 128x128 blocks, as benchmarks/run.py
+times it; flex's BlockMask; SDPA's dense mask),
 its first forward call (compilation included) and, on CUDA, a forward+backward's peak memory.
 The whole table of issue 8 is benchmarks/run.py.
 """
@@ -105,6 +106,11 @@ def run(pattern: Pattern, q_len: int, kv_len: int | None = None, *, batch: int =
     k, v = (torch.randn(batch, kv_heads or heads, kv_len, head_dim, generator=gen) for _ in range(2))
     d_out = torch.randn(q.shape, generator=gen).to(device, dtype)
     q, k, v = (t.to(device, dtype).requires_grad_(backward) for t in (q, k, v))
+    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():  # synchronize, peaks: q's GPU
+        return _run(pattern, q, k, v, d_out, backward, seconds)
+
+
+def _run(pattern, q, k, v, d_out, backward, seconds) -> list[Row]:
     rows, want = [], None
     for name, fn, backend, build_ms in _methods(pattern, q, k, v):
         if isinstance(fn, str):

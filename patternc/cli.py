@@ -100,6 +100,10 @@ def _cmd_compile(args) -> int:
 
         from .nn import precompile
 
+        if args.heads is None:
+            raise PatterncError("--build needs --heads (and --kv-heads for grouped-query attention): the kernels "
+                                "are specialized on head counts, so give the model's")
+
         started = time.perf_counter()
         precompile(pattern, (args.batch, args.heads, args.seq_len, args.head_dim),
                    (args.batch, args.kv_heads or args.heads, args.kv_len or args.seq_len, args.head_dim),
@@ -264,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build", action="store_true",
                    help="also compile the kernels ahead of time into Triton's cache (patternc.precompile; needs a GPU)")
     p.add_argument("--batch", type=_positive, default=1, metavar="B", help="with --build: batch size (default 1)")
-    p.add_argument("--heads", type=_positive, default=1, metavar="H", help="with --build: query heads (default 1)")
+    p.add_argument("--heads", type=_positive, metavar="H", help="with --build: the model's query heads")
     p.add_argument("--kv-heads", type=_positive, metavar="H", help="with --build: key/value heads (default: --heads)")
     p.add_argument("--no-backward", action="store_true", help="with --build: the forward's kernels only")
     p.set_defaults(run=_cmd_compile)

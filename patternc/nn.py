@@ -19,7 +19,7 @@ import math
 import torch
 
 from .errors import PatterncError, require_int
-from .inputs import check_inputs
+from .inputs import DTYPES, check_inputs
 from .kernels import cache
 from .lang import as_pattern
 from .ops import op
@@ -99,6 +99,8 @@ def precompile(pattern, q_shape, kv_shape=None, *, dtype=torch.bfloat16, device=
     """Compile ahead of time the kernels that ``attention_from(pattern, **options)`` launches on
     contiguous CUDA tensors q of ``q_shape`` ``[B, Hq, Lq, D]`` and k, v of ``kv_shape``
     (default ``q_shape``), and with ``backward`` those of its backward; nothing runs on the GPU.
+    Give the model's head counts and head dim: the kernels are specialized on them (and on
+    whether lengths are multiples of 16 and of the tile), not on the batch or the lengths.
 
     The kernels compile side by side in child processes into Triton's on-disk cache, so the
     first call of that structure, in this process or another one sharing the cache (a server's
@@ -111,12 +113,18 @@ def precompile(pattern, q_shape, kv_shape=None, *, dtype=torch.bfloat16, device=
     if isinstance(pattern, PatternAttention):
         pattern, options = pattern.pattern, {**pattern.options, **options}
     pattern, options = as_pattern(pattern), check_options(options)
-    if not isinstance(dtype, torch.dtype):
-        raise PatterncError(f"dtype must be a torch.dtype such as torch.bfloat16, got {dtype!r}")
-    device = torch.device(device)
+    if dtype not in DTYPES:
+        allowed = ", ".join(f"torch.{str(d).removeprefix('torch.')}" for d in DTYPES)
+        raise PatterncError(f"dtype must be one of {allowed}, got {dtype!r}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PatterncError(f"device must be a CUDA device such as 'cuda' or 'cuda:1', got {device!r}") from None
     if device.type != "cuda" or not torch.cuda.is_available():
         raise PatterncError(f"precompile needs a CUDA device, got device={str(device)!r}"
                             + ("" if torch.cuda.is_available() else " (no CUDA device is available)"))
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise PatterncError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     shapes = {}
     for name, shape in (("q_shape", q_shape), ("kv_shape", q_shape if kv_shape is None else kv_shape)):
         if not (isinstance(shape, (tuple, list, torch.Size)) and len(shape) == 4):

@@ -5,12 +5,15 @@ checks the real thing (the backward's kernels in Triton's cache before the backw
 import os
 import time
 
+import threading
+
 import pytest
-from triton.runtime import _async_compile
+import torch
 
 import patternc
-import torch
 from patternc.kernels import parallel
+
+_async_compile = pytest.importorskip("triton.runtime._async_compile")
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
 
@@ -28,7 +31,7 @@ def test_each_kernel_compiles_once_in_a_child(tmp_path):
         mode = _async_compile.active_mode.get()
         assert mode is not None
         for key in (a, b, a):  # a key submitted twice (two launches of one kernel): one child
-            assert mode.submit(key, _writer(tmp_path / key, delay=0.2), None) is None
+            assert mode.submit(key, _writer(tmp_path / key, delay=1.0), None) is None
         assert parallel.pending() == 2
     assert _async_compile.active_mode.get() is None  # Triton compiles in-process again
     assert not (tmp_path / a).exists()  # nothing waited for yet: the children are still compiling
@@ -60,6 +63,30 @@ def test_a_failing_or_hanging_child_only_means_the_parent_compiles(tmp_path):
     assert (tmp_path / "retried").read_text() == "compiled"
 
 
+def test_threads_fork_and_join_together(tmp_path):
+    """Several threads (say, data-parallel replicas on their first call) submit the same kernels
+    and wait at once: one child per kernel, every child joined, no error."""
+    keys = [str(tmp_path / f"k{i}") for i in range(6)]
+    errors = []
+
+    def call():
+        try:
+            with parallel.forking():
+                for key in keys:
+                    _async_compile.active_mode.get().submit(key, _writer(tmp_path / key, delay=0.05), None)
+            parallel.wait()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and parallel.pending() == 0
+    assert all((tmp_path / key).read_text() == "compiled" for key in keys)
+
+
 def test_switched_off_by_the_environment(monkeypatch):
     monkeypatch.setenv("PATTERNC_PARALLEL_COMPILE", "0")
     assert not parallel.enabled()
@@ -71,12 +98,17 @@ def test_switched_off_by_the_environment(monkeypatch):
     (dict(q_shape=(1, 2, 128, 64), device="cpu"), "precompile needs a CUDA device, got device='cpu'"),
     (dict(q_shape=(1, 2, 128)), "q_shape must be 4 sizes"),
     (dict(q_shape=(1, 2, 128, 64), kv_shape=(1, 2, 0, 64)), "kv_shape[2] must be a positive integer, got 0"),
-    (dict(q_shape=(1, 2, 128, 64), dtype="bf16"), "dtype must be a torch.dtype"),
+    (dict(q_shape=(1, 2, 128, 64), dtype="bf16"), "dtype must be one of torch.float16"),
+    (dict(q_shape=(1, 2, 128, 64), dtype=torch.float64), "dtype must be one of torch.float16"),
+    (dict(q_shape=(1, 2, 128, 64), device="gpu"), "device must be a CUDA device such as 'cuda'"),
+    (dict(q_shape=(1, 2, 128, 64), device=None), "device must be a CUDA device such as 'cuda'"),
+    (dict(q_shape=(1, 2, 128, 64), device="cuda:9"), "this machine has 1 CUDA device(s)"),
     (dict(q_shape=(1, 3, 128, 64), kv_shape=(1, 2, 128, 64)), "not a multiple of k's 2 heads"),
     (dict(q_shape=(1, 2, 128, 64), block_m=7), "block_m"),
 ])
 def test_precompile_errors_name_the_argument(kwargs, message, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the argument checks, not the machine's
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(patternc.PatterncError) as info:
         patternc.precompile("causal", **kwargs)
     assert message in str(info.value)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 import warnings
 
-CHILD_TIMEOUT_S = 300.0  # a child still compiling after this long is killed (the parent compiles)
-_CHILDREN: dict[str, int] = {}  # Triton's cache key -> pid of the child compiling it
+CHILD_TIMEOUT_S = 300.0  # a child compiling for longer (since its fork) is killed; the parent compiles
+_LOCK = threading.Lock()  # over the two tables: calls from several threads fork and join here
+_CHILDREN: dict[str, tuple[int, float]] = {}  # Triton's cache key -> (pid, fork time) of its child
 _COMPILED: set[str] = set()  # keys a child compiled (into Triton's cache: no need to fork again)
 
 
@@ -45,14 +47,16 @@ class _Forking:
     ``submit`` where it would compile, and a launch with ``warmup=True`` returns its result."""
 
     def submit(self, key, compile_fn, finalize_fn):
-        if key not in _CHILDREN and key not in _COMPILED:
+        with _LOCK:
+            if key in _CHILDREN or key in _COMPILED:
+                return None
             try:
                 pid = os.fork()
             except OSError:
                 return None
             if pid == 0:
                 _child(compile_fn)
-            _CHILDREN[key] = pid
+            _CHILDREN[key] = pid, time.monotonic()
         return None  # no kernel object: the parent's own launch loads the compiled kernel
 
 
@@ -87,9 +91,8 @@ def forking():
         return
     from triton.runtime import _async_compile
 
-    for key in list(_CHILDREN):  # children of calls whose backward never came
-        _join(key, block=False)
-
+    with _LOCK:
+        _reap()  # children of calls whose backward never came
     token = _async_compile.active_mode.set(_Forking())
     try:
         with warnings.catch_warnings():  # Python 3.12 warns on fork() with threads running
@@ -105,28 +108,30 @@ def pending() -> int:
 
 
 def wait(timeout_s: float = CHILD_TIMEOUT_S) -> None:
-    """Join every child (the kernels they compiled are then in Triton's cache); kill any still
-    compiling after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    for key in list(_CHILDREN):
-        while not _join(key, block=False):
-            if time.monotonic() > deadline:
-                with contextlib.suppress(OSError):
-                    os.kill(_CHILDREN[key], signal.SIGKILL)
-                _join(key, block=True)
-                break
-            time.sleep(0.002)
+    """Join every child (the kernels they compiled are then in Triton's cache); kill any that
+    has been compiling for more than ``timeout_s`` since its fork."""
+    while True:
+        with _LOCK:
+            _reap(timeout_s)
+            if not _CHILDREN:
+                return
+        time.sleep(0.002)
 
 
-def _join(key: str, block: bool) -> bool:
-    """Reap the child compiling ``key`` if it has exited (or ``block``); False if still running."""
-    try:
-        pid, status = os.waitpid(_CHILDREN[key], 0 if block else os.WNOHANG)
-    except ChildProcessError:  # reaped elsewhere (an application's SIGCHLD handler): status unknown
-        pid, status = _CHILDREN[key], -1
-    if pid == 0:
-        return False
-    del _CHILDREN[key]
-    if status == 0:
-        _COMPILED.add(key)
-    return True
+def _reap(timeout_s: float | None = None) -> None:
+    """Join the children that have exited (and kill those past ``timeout_s``); holds `_LOCK`."""
+    now = time.monotonic()
+    for key, (pid, forked) in list(_CHILDREN.items()):
+        late = timeout_s is not None and now - forked > timeout_s
+        if late:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            done, status = os.waitpid(pid, 0 if late else os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere (an application's SIGCHLD handler): status unknown
+            done, status = pid, -1
+        if done == 0:
+            continue
+        del _CHILDREN[key]
+        if status == 0:
+            _COMPILED.add(key)

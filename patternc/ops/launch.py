@@ -148,18 +148,25 @@ def forward(plan: KernelPlan, q, k, v, scale: float, grads: bool = False):
     """O ``[B, H, Lq, D]`` in q's dtype and the natural-log LSE ``[B, H, Lq]`` (float32).
     ``grads``: a backward is expected; the first time for this call geometry, its kernels
     start compiling in child processes while this one compiles the forward (`parallel`)."""
-    B, H, Lq, D = q.shape
-    splits = _splits(plan, plan.fwd_layout.num_q_blocks * B * H // plan.pack, q.device)
-    out, lse = empty(q.shape, q.dtype, q.device), empty((B, H, Lq), torch.float32, q.device)
-    parts = None if splits == 1 else (empty((splits, B, H, Lq, D), torch.float32, q.device),
-                                      empty((splits, B, H, Lq), torch.float32, q.device))
+    out, lse, parts = _outputs(plan, q, q.device, empty)
     calls = _forward_calls(plan, q, k, v, out, lse, parts, scale)
     with _launching(plan, q.device):
         if grads and _first(plan, ("compile backward", calls[0][2])):
-            _compile(_backward_calls(plan, q, k, v, *_stand_ins(q, k, v), None, scale), wait=False)
+            with contextlib.suppress(Exception):  # a head start only: the backward compiles what this misses
+                _compile(_backward_calls(plan, q, k, v, *_stand_ins(q, k, v), None, scale), wait=False)
         for kernel, programs, geometry, tensors, args in calls:
             _launch(kernel, programs, plan, geometry, tensors, args)
     return out, lse
+
+
+def _outputs(plan: KernelPlan, q, device, alloc) -> tuple:
+    """The forward's O and LSE, and None or, when a row's key tiles are split over several
+    programs (decoding: few rows, long ones), each split's fp32 O and LSE (`_splits`)."""
+    B, H, Lq, D = q.shape
+    splits = _splits(plan, plan.fwd_layout.num_q_blocks * B * H // plan.pack, device)
+    parts = None if splits == 1 else (alloc((splits, B, H, Lq, D), torch.float32, device),
+                                      alloc((splits, B, H, Lq), torch.float32, device))
+    return alloc(q.shape, q.dtype, device), alloc((B, H, Lq), torch.float32, device), parts
 
 
 def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> list:
@@ -192,13 +199,8 @@ def precompile(plan: KernelPlan, q, k, v, scale: float, device: torch.device, ba
     """Compile every kernel a call on contiguous tensors shaped as the storage-free (meta) ``q``,
     ``k``, ``v`` launches on ``device``, and with ``backward`` its backward's, side by side in
     child processes (`parallel`; one after another in this process where that is off), into
-    Triton's on-disk cache. Nothing runs on the GPU."""
-    B, H, Lq, D = q.shape
-    out, lse, _, _, _, _, _ = _stand_ins(q, k, v)
-    splits = _splits(plan, plan.fwd_layout.num_q_blocks * B * H // plan.pack, device)
-    meta = functools.partial(torch.empty, device="meta", dtype=torch.float32)
-    parts = None if splits == 1 else (meta((splits, B, H, Lq, D)), meta((splits, B, H, Lq)))
-    calls = _forward_calls(plan, q, k, v, out, lse, parts, scale)
+    Triton's on-disk cache and this process. Nothing runs on the GPU."""
+    calls = _forward_calls(plan, q, k, v, *_outputs(plan, q, device, _meta), scale)
     if backward:
         calls += _backward_calls(plan, q, k, v, *_stand_ins(q, k, v), None, scale)
     with _launching(plan, device):
@@ -252,14 +254,17 @@ def _backward_calls(plan: KernelPlan, q, k, v, o, lse, do, dq, dk, dv, delta, dl
     ]
 
 
+def _meta(shape, dtype, device=None) -> torch.Tensor:
+    """A storage-free stand-in for a tensor (its address reads as 0: aligned)."""
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
 def _stand_ins(q, k, v) -> tuple:
-    """Storage-free tensors shaped as a backward's O, LSE, dO, dQ, dK, dV and delta usually are
+    """Stand-ins shaped as a backward's O, LSE, dO, dQ, dK, dV and delta usually are
     (contiguous), to compile the backward's kernels before it runs."""
-    B, H, Lq, _ = q.shape
-    meta = functools.partial(torch.empty, device="meta")
-    return (meta(q.shape, dtype=q.dtype), meta((B, H, Lq), dtype=torch.float32), meta(q.shape, dtype=q.dtype),
-            meta(q.shape, dtype=q.dtype), meta(k.shape, dtype=k.dtype), meta(v.shape, dtype=v.dtype),
-            meta((B, H, Lq), dtype=torch.float32))
+    lse = (*q.shape[:3],)
+    return (_meta(q.shape, q.dtype), _meta(lse, torch.float32), _meta(q.shape, q.dtype), _meta(q.shape, q.dtype),
+            _meta(k.shape, k.dtype), _meta(v.shape, v.dtype), _meta(lse, torch.float32))
 
 
 def _first(plan: KernelPlan, key) -> bool:
@@ -272,15 +277,20 @@ def _first(plan: KernelPlan, key) -> bool:
 
 def _compile(calls: list, wait: bool) -> None:
     """Compile the kernels ``calls`` need and Triton lacks, each in a child process, side by side
-    (`parallel`). ``wait``: return once they are compiled (in this process, one after another,
-    where `parallel` is off); else only start them (nothing, where it is off)."""
-    if not parallel.enabled():
-        if wait:
-            for kernel, programs, _, tensors, args in calls:
-                kernel.warmup(grid=(programs,), **tensors, **args())
-        return
-    with parallel.forking():
-        for kernel, programs, _, tensors, args in calls:
-            kernel.warmup(grid=(programs,), **tensors, **args())
-    if wait:
+    (`parallel`). ``wait``: return once they are compiled and loaded here: each is warmed up
+    in this process too, which finds the children's work in Triton's cache, and compiles (and
+    raises the errors of) whatever a child failed on, or everything where `parallel` is off.
+    Else only start the children (nothing, where it is off)."""
+    if parallel.enabled():
+        with parallel.forking():
+            _warm(calls)
+        if not wait:
+            return
         parallel.wait()
+    if wait:
+        _warm(calls)
+
+
+def _warm(calls: list) -> None:
+    for kernel, programs, _, tensors, args in calls:
+        kernel.warmup(grid=(programs,), **tensors, **args())

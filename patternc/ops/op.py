@@ -125,9 +125,9 @@ class _Eager(torch.autograd.Function):
     """The custom op's forward and backward bodies, without the custom-op machinery."""
 
     @staticmethod
-    def forward(ctx, q, k, v, *args):
+    def forward(ctx, q, k, v, grads, *args):
         ctx.set_materialize_grads(False)  # unused outputs' gradients stay None, as with the custom op
-        out, lse = _forward(q, k, v, *args, grads=any(ctx.needs_input_grad[:3]))
+        out, lse = _forward(q, k, v, *args, grads=grads)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.args = args
         return out, lse
@@ -135,13 +135,15 @@ class _Eager(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # as the custom op: no second derivative (an error, never a silent wrong one)
     def backward(ctx, do, dlse):
-        return _grads(_backward, ctx.saved_tensors, ctx.args, do, dlse)
+        dq, dk, dv, *rest = _grads(_backward, ctx.saved_tensors, ctx.args, do, dlse)
+        return dq, dk, dv, None, *rest
 
 
 def attention_eager(q, k, v, pattern: str, scale: float, q_offset: int | None, backend: str, options: str):
     """What ``torch.ops.patternc.attention`` computes, with the same gradients, at less CPU cost
     per call; for plain eager calls (see `entry`)."""
-    return _Eager.apply(q, k, v, pattern, scale, q_offset, backend, options)
+    grads = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    return _Eager.apply(q, k, v, grads, pattern, scale, q_offset, backend, options)  # grads: a backward may follow
 
 
 def entry(q: torch.Tensor):
