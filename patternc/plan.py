@@ -12,6 +12,7 @@ it lives and dies with the plan.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 from dataclasses import dataclass, field, replace
 from typing import TypedDict
@@ -227,8 +228,28 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
     fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, hopper)
     back = layout_at(bwd.block_m, bwd.block_n)
     rows = lay.full.counts + lay.partial.counts
+    tables = (lay, back, params(ctx), Schedule.of(rows), Schedule.of(back.full.counts + back.partial.counts),
+              Schedule.of(back.full_t.counts + back.partial_t.counts))
+    lay, back, par, *schedules = _to_device(tables, device)
     return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, generate(ctx.root),
-                      fwd, bwd, lay.to(device), back.to(device), params(ctx).to(device), ctx.random_slots,
-                      int(rows.max()) if lay.num_q_blocks else 0, packing(fwd, group), hopper,
-                      Schedule.of(rows).to(device), Schedule.of(back.full.counts + back.partial.counts).to(device),
-                      Schedule.of(back.full_t.counts + back.partial_t.counts).to(device))
+                      fwd, bwd, lay, back, par, ctx.random_slots, int(rows.max()) if lay.num_q_blocks else 0,
+                      packing(fwd, group), hopper, *schedules)
+
+
+def _to_device(tables: tuple, device: torch.device) -> list:
+    """The plan's tables on ``device``. On a GPU, copied from a helper thread: a plan can be
+    built during the warm-up of `torch.compile(mode="reduce-overhead")`, whose CUDA graphs take
+    every allocation of the calling thread into their private memory pool, where tables that
+    outlive the call must not be (torch raises). On the caller's stream (whose kernels read
+    them, so the allocator frees them in order), unless it is capturing a graph, which must
+    not record the copies; they are synchronous (pageable memory)."""
+    if device.type != "cuda":
+        return [t.to(device) for t in tables]
+    stream = None if torch.cuda.is_current_stream_capturing() else torch.cuda.current_stream(device)
+
+    def copy():
+        with torch.cuda.device(device), torch.cuda.stream(stream):
+            return [t.to(device) for t in tables]
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(copy).result()

@@ -235,3 +235,28 @@ def test_new_lengths_of_a_seen_structure_compile_nothing():
         for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *torch.autograd.grad(ref, leaves, d_out.double()))):
             assert rel_err(got, want) < 1e-2, (n, name)
     print(f"ok  lengths 520, 4040, 3000: kernel variants {before}, unchanged")
+
+
+def test_cuda_graphs_build_plans_outside_their_pool_and_keep_them():
+    """`torch.compile(mode="reduce-overhead")` whose first call of a shape builds the plan (in
+    the CUDA graph's warm-up: torch raised "tensor(s) in the cudagraph pool not tracked as
+    outputs" when the plan's tables were allocated there), then replays after the plan cache
+    dropped every plan (the graph holds the tables' addresses: `launch.CAPTURED` keeps them)."""
+    from patternc import plan
+    from patternc.ops import launch
+
+    pattern = "global(0:3) + window(left=21, right=0) + random(1, block=64)"
+    attn = patternc.attention_from(pattern)
+    graphed = torch.compile(attn, mode="reduce-overhead", fullgraph=True)
+    q, k, v = (torch.randn(1, 4, 777, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    plan._plan.cache_clear()
+    outs = [graphed(q, k, v).clone() for _ in range(3)]  # warm-up, record, replay
+    assert launch.CAPTURED
+    plan._plan.cache_clear()
+    torch.cuda.empty_cache()
+    torch.randn(1 << 24, device="cuda")  # reuse what the cache dropped, were it freed
+    outs.append(graphed(q, k, v).clone())
+    ref, _ = dense_attention(q, k, v, patternc.parse(pattern).dense_mask(777, 777, device="cuda"), 64 ** -0.5)
+    for i, out in enumerate(outs):
+        assert rel_err(out, ref) < 1e-2, i
+    print(f"ok  cuda graphs: {len(outs)} calls, {len(launch.CAPTURED)} plan(s) kept for captured graphs")

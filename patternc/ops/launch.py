@@ -24,6 +24,9 @@ SPLITS = None  # programs per forward row: None = chosen per call (`_splits`); t
 MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
 MERGE_ROWS = 32  # rows per program of the split merge
 _INTERPRETER = threading.Lock()
+# Plans whose kernels CUDA graphs captured: a graph replays with the addresses of the plan's
+# tables, so the plan may not die when the plan cache evicts it.
+CAPTURED: dict[int, KernelPlan] = {}
 LAUNCHES_PER_PLAN = 64  # call geometries a plan keeps prepared launches for, before starting over
 
 
@@ -44,9 +47,12 @@ def _kernels(plan: KernelPlan):
 @contextlib.contextmanager
 def _launching(plan: KernelPlan, device: torch.device):
     """On the tensors' GPU whatever the current device is. In the interpreter: one launch at a
-    time, with Triton's interpret switch on (parts of Triton read it while launching)."""
+    time, with Triton's interpret switch on (parts of Triton read it while launching). A plan
+    whose kernels a CUDA graph captures is kept for good (`CAPTURED`)."""
     if not plan.interpret:
         with torch.cuda.device(device):
+            if torch.cuda.is_current_stream_capturing():
+                CAPTURED[id(plan)] = plan
             yield
         return
     with _INTERPRETER, cache.interpreting(True):
