@@ -98,7 +98,8 @@ def precompile(pattern, q_shape, kv_shape=None, *, dtype=torch.bfloat16, device=
                q_offset: int | None = None, **options) -> None:
     """Compile ahead of time the kernels that ``attention_from(pattern, **options)`` launches on
     contiguous CUDA tensors q of ``q_shape`` ``[B, Hq, Lq, D]`` and k, v of ``kv_shape``
-    (default ``q_shape``), and with ``backward`` those of its backward; nothing runs on the GPU.
+    (default ``q_shape``), and with ``backward`` those of its backward; no kernel runs (the
+    plan's small tables are copied to the GPU).
     Give the model's head counts and head dim: the kernels are specialized on them (and on
     whether lengths are multiples of 16 and of the tile), not on the batch or the lengths.
 

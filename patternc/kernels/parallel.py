@@ -25,7 +25,7 @@ import threading
 import time
 import warnings
 
-CHILD_TIMEOUT_S = 300.0  # a child compiling for longer (since its fork) is killed; the parent compiles
+CHILD_TIMEOUT_S = 120.0  # a child compiling for longer (since its fork) is killed; the parent compiles
 _LOCK = threading.Lock()  # over the two tables: calls from several threads fork and join here
 _CHILDREN: dict[str, tuple[int, float]] = {}  # Triton's cache key -> (pid, fork time) of its child
 _COMPILED: set[str] = set()  # keys a child compiled (into Triton's cache: no need to fork again)
