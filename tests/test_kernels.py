@@ -387,3 +387,26 @@ def test_prepared_launches_put_each_calls_tensors_in_place():
                      ("triton", (3,), dict(A="a3", B="b3", n=7, C="c"))]
     # no reference to a call's tensors is kept (only the other arguments)
     assert len(built) == 2 and all("a1" not in values for _, values, _ in Plan.launches.values())
+
+
+@pytest.mark.parametrize("hq,hkv,lq", [(2, 2, 40), (4, 2, 40), (4, 1, 1)])
+def test_launch_calls_give_each_kernel_exactly_its_arguments(monkeypatch, hq, hkv, lq):
+    """The launch descriptions that `precompile` and the forward's early backward compile build
+    from storage-free (meta) stand-ins give every kernel exactly its parameters, as the real
+    calls do (those run here in Triton's interpreter; the stand-in ones compile only on a GPU)."""
+    from patternc.plan import plan_for
+
+    monkeypatch.setattr(launch, "SPLITS", 2 if lq == 1 else None)  # decoding: the split merge too
+    q = torch.empty(1, hq, lq, 16, device="meta")
+    k = v = torch.empty(1, hkv, 70, 16, device="meta")
+    plan = plan_for(patternc.parse(LECTURE_SMALL), lq, 70, None, torch.device(DEVICE), torch.float32, 16, {},
+                    hq // hkv)
+    cache.prepare(interpret=True)
+    calls = launch._forward_calls(plan, q, k, v, *launch._outputs(plan, q, torch.device(DEVICE), launch._meta), 0.25)
+    calls += launch._backward_calls(plan, q, k, v, *launch._stand_ins(q, k, v), None, 0.25)
+    names = [kernel.fn.__name__ for kernel, *_ in calls]
+    assert names == ["attn_fwd"] + ["attn_merge"] * (lq == 1) + ["attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq"]
+    for kernel, programs, geometry, tensors, args in calls:
+        given = {*tensors, *args()} - {"num_warps", "num_stages"}
+        assert given == set(kernel.arg_names), (kernel.fn.__name__, given ^ set(kernel.arg_names))
+        assert programs > 0 and all(t is None or t.device.type == "meta" for t in tensors.values())
