@@ -22,9 +22,8 @@ from .errors import PatterncError, require_int
 from .inputs import DTYPES, check_inputs
 from .kernels import cache
 from .lang import as_pattern
-from .ops import op
+from .ops import launch, op
 from .pattern import Pattern
-from .ops import launch
 from .plan import Options, check_options, plan_for
 
 BACKENDS = ("auto", "kernels", "reference")

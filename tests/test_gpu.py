@@ -15,6 +15,16 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def assert_like_dense(pattern, q, k, v, out, grads, d_out, label=""):
+    """O, dQ, dK, dV of a call (default scale) against the float64 dense reference of ``pattern``."""
+    leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    mask = patternc.parse(pattern).dense_mask(q.shape[2], k.shape[2], device="cuda")
+    ref, _ = dense_attention(*leaves, mask, q.shape[3] ** -0.5)
+    ref_grads = torch.autograd.grad(ref, leaves, d_out.double())
+    for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *ref_grads)):
+        assert rel_err(got, want) < 1e-2, f"{name} {label}"
+
+
 def _example(name):
     return patternc.load(os.path.join(EXAMPLES_DIR, name))
 
@@ -109,7 +119,6 @@ def test_relaunch_skips_triton_binding_and_matches(monkeypatch):
     plan._plan.cache_clear()  # fresh plans: no prepared launches
     pattern = "global(first, eos) + window(3) + random(2)"
     attn = patternc.attention_from(pattern)
-    mask = patternc.parse(pattern).dense_mask(1000, 1000, device="cuda")
     flash = launch.cache.kernels(False)
     binds = []
     for name in ("attn_fwd", "attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq"):
@@ -136,11 +145,7 @@ def test_relaunch_skips_triton_binding_and_matches(monkeypatch):
         out = attn(q, k, v)
         d_out = torch.randn_like(out)
         grads = torch.autograd.grad(out, (q, k, v), d_out)
-        leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
-        ref, _ = dense_attention(*leaves, mask, 64 ** -0.5)
-        ref_grads = torch.autograd.grad(ref, leaves, d_out.double())
-        for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *ref_grads)):
-            assert rel_err(got, want) < 1e-2, f"{name} after relaunch, layout {layout}"
+        assert_like_dense(pattern, q, k, v, out, grads, d_out, f"after relaunch, layout {layout}")
     assert len(binds) == 4 * len(set(layouts)), binds  # Triton bound each kernel once per geometry
     print(f"ok  relaunch: {len(layouts)} calls, {len(binds)} Triton launches")
 
@@ -167,10 +172,7 @@ def test_backward_kernels_compile_in_children_during_the_forward(monkeypatch, tm
     d_out = torch.randn_like(out)
     grads = torch.autograd.grad(out, (q, k, v), d_out)
     assert len(forks) == 3, forks  # the backward forked nothing more: it found them compiled
-    leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
-    ref, _ = dense_attention(*leaves, patternc.parse(pattern).dense_mask(700, 700, device="cuda"), 40 ** -0.5)
-    for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *torch.autograd.grad(ref, leaves, d_out.double()))):
-        assert rel_err(got, want) < 1e-2, name
+    assert_like_dense(pattern, q, k, v, out, grads, d_out)
     print(f"ok  parallel compile: {sorted(cubins)}")
 
 
@@ -198,11 +200,7 @@ def test_precompiled_kernels_leave_nothing_to_compile(monkeypatch, tmp_path):
     d_out = torch.randn_like(out)
     grads = torch.autograd.grad(out, (q, k, v), d_out)
     assert not forks and set(tmp_path.rglob("*")) == files, sorted(p.name for p in set(tmp_path.rglob("*")) - files)
-    leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
-    mask = patternc.parse(pattern).dense_mask(700, 700, device="cuda")
-    ref, _ = dense_attention(*leaves, mask, 48 ** -0.5)
-    for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *torch.autograd.grad(ref, leaves, d_out.double()))):
-        assert rel_err(got, want) < 1e-2, name
+    assert_like_dense(pattern, q, k, v, out, grads, d_out)
     print(f"ok  precompile: {len(files)} cache files, none added by the first call")
 
 
@@ -230,10 +228,7 @@ def test_new_lengths_of_a_seen_structure_compile_nothing():
         grads = torch.autograd.grad(out, (q, k, v), d_out)
         before = before or variants()
         assert variants() == before, (n, before, variants())
-        leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
-        ref, _ = dense_attention(*leaves, patternc.parse(pattern).dense_mask(n, n, device="cuda"), 64 ** -0.5)
-        for name, got, want in zip(("O", "dQ", "dK", "dV"), (out, *grads), (ref, *torch.autograd.grad(ref, leaves, d_out.double()))):
-            assert rel_err(got, want) < 1e-2, (n, name)
+        assert_like_dense(pattern, q, k, v, out, grads, d_out, f"at {n} tokens")
     print(f"ok  lengths 520, 4040, 3000: kernel variants {before}, unchanged")
 
 
