@@ -26,6 +26,7 @@ from patterns import PATTERNS  # noqa: E402
 
 
 PROFILE = False
+BREAKDOWN = False
 
 
 def per_call(fn, n=200):
@@ -46,6 +47,65 @@ def gpu_time(fn):
             fn()
         torch.cuda.synchronize()
     return sum(e.device_time_total for e in prof.key_averages()) / 10
+
+
+def breakdown(fb, n=200):
+    """Inclusive CPU microseconds per forward+backward of the functions on its path (wrapped with
+    timers; each wrapper adds ~0.5 us), and the autograd engine's fixed cost (a do-nothing
+    autograd Function on the same tensors)."""
+    import collections
+    from patternc import nn
+    spent, calls, saved = collections.Counter(), collections.Counter(), []
+
+    def wrap(owner, attr, label=None):
+        fn = getattr(owner, attr)
+        saved.append((owner, attr, fn))
+
+        def timed(*a, **kw):
+            key = label or (f"{attr}:{a[0].__name__}" if attr == "_launch" else attr)
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[key] += time.perf_counter() - t
+                calls[key] += 1
+        setattr(owner, attr, timed)
+
+    for owner, attr in [(nn.PatternAttention, "forward"), (op, "_forward"), (op, "_backward"), (op, "_plan"),
+                        (launch, "forward"), (launch, "backward"), (launch, "_launch"), (launch, "empty"),
+                        (launch, "_descriptors"), (launch, "_geometry"), (launch, "_forward_calls"),
+                        (launch, "_backward_calls"), (launch, "_outputs"), (launch, "_launching"),
+                        (torch.autograd, "backward")]:
+        wrap(owner, attr)
+    try:
+        for _ in range(5):
+            fb()
+        spent.clear(), calls.clear()
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(n):
+            fb()
+        total = time.perf_counter() - t
+        torch.cuda.synchronize()
+    finally:
+        for owner, attr, fn in reversed(saved):
+            setattr(owner, attr, fn)
+
+    class Nothing(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v):
+            return torch.empty_like(q)
+
+        @staticmethod
+        def backward(ctx, do):
+            return do, None, None
+
+    q = torch.randn(2, 16, 64, 64, device="cuda", requires_grad=True)
+    do = torch.randn_like(q)
+    engine = per_call(lambda: torch.autograd.backward(Nothing.apply(q, q, q), do), 500)
+    print(f"breakdown, us per forward+backward (wrapped total {total / n * 1e6:.0f}): " + ", ".join(
+        f"{k} {v / n * 1e6:.1f}" + (f" ({calls[k] // n}x)" if calls[k] > n else "") for k, v in spent.items())
+        + f"; do-nothing autograd Function forward+backward {engine:.0f}", flush=True)
 
 
 def row(name, spec):
@@ -79,6 +139,8 @@ def row(name, spec):
         qg.grad = kg.grad = vg.grad = None
 
     fb_cpu, fb_gpu = per_call(fb, 100), gpu_time(fb)
+    if BREAKDOWN:
+        breakdown(fb)
     if PROFILE:
         import cProfile
         import pstats
@@ -94,9 +156,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", default="P1:4096,P2:4096,P3:4096,causal:4096,P2:16384,P4:1x65536,causal:16x65536")
     ap.add_argument("--profile", action="store_true", help="also print cProfile's top functions of each row's forward+backward")
+    ap.add_argument("--breakdown", action="store_true", help="also print each row's forward+backward CPU time per function")
     args = ap.parse_args()
-    global PROFILE
-    PROFILE = args.profile
+    global PROFILE, BREAKDOWN
+    PROFILE, BREAKDOWN = args.profile, args.breakdown
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
     print("microseconds per call: CPU cost of 200 unsynchronized calls through each layer, GPU time of the "
           "kernels (profiler), do_bench median of the module; then forward+backward CPU and GPU")
