@@ -386,7 +386,60 @@ def test_prepared_launches_put_each_calls_tensors_in_place():
     assert calls == [("triton", (3,), dict(A="a1", B="b1", n=7, C="c")), ("fast", (3, 1, 1), ("a2", 7, "b2", "c")),
                      ("triton", (3,), dict(A="a3", B="b3", n=7, C="c"))]
     # no reference to a call's tensors is kept (only the other arguments)
-    assert len(built) == 2 and all("a1" not in values for _, values, _ in Plan.launches.values())
+    assert len(built) == 2 and all("a1" not in p.values for p in Plan.launches.values())
+
+
+def test_prepared_c_launch_fills_tensors_and_cached_descriptors_in_place(monkeypatch):
+    """`Prepared`'s direct path (its GPU path is tested in test_gpu.py): the C launch function
+    gets Triton's leading arguments, the fixed arguments with tensors as addresses, each call's
+    tensors in place and each `Tma` expanded to its encoding, which is made once per address."""
+    from types import SimpleNamespace
+
+    from patternc.kernels import prepared
+
+    launched, encoded = [], []
+
+    def c_launch(*args):
+        launched.append(args)
+
+    inner = (lambda launcher: lambda *args: launcher(*args))(c_launch)  # Triton 3.6's descriptor wrapper
+    runner = SimpleNamespace(launch=inner, global_scratch_size=0, profile_scratch_size=0,
+                             launch_cooperative_grid=False, launch_pdl=False)
+    compiled = SimpleNamespace(run=runner, function=1234, packed_metadata=(4, 1, 0),
+                               src=SimpleNamespace(signature=dict(A="*bf16", T="*i32", D="tensordesc<bf16[64]>",
+                                                                  n="i32", C="constexpr")),
+                               metadata=SimpleNamespace(tensordesc_meta=[{"swizzle": 128}]))
+    monkeypatch.setattr(prepared, "_is_c_function", lambda f: f is c_launch)
+    monkeypatch.setattr(prepared, "_encode", lambda value, meta: encoded.append(value) or
+                        [f"map@{value.tensor.data_ptr()}", 64, 1])
+    monkeypatch.setattr(prepared.torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(prepared.torch._C, "_cuda_getCurrentRawStream", lambda device: 100 + device, raising=False)
+    table = torch.arange(4, dtype=torch.int32)
+    a1, a2, d1, d2 = (torch.empty(8) for _ in range(4))
+    first = prepared.Prepared(compiled, ["a0", table, prepared.Tma(d1, (64,)), 7, None], slots=[0, 2])
+    assert first.c_launch is c_launch and len(encoded) == 1  # the first launch's descriptor gave its width
+    for a, d in ((a1, d1), (a2, d2), (a1, d1)):
+        first(5, [a, prepared.Tma(d, (64,))])
+    head = (5, 1, 1, 103, 1234, False, False, None, None, (4, 1, 0), None, None, None)
+    assert [args[:13] for args in launched] == [head] * 3
+    assert [args[13:] for args in launched] == [
+        (a1, table.data_ptr(), f"map@{d1.data_ptr()}", 64, 1, 7, None),
+        (a2, table.data_ptr(), f"map@{d2.data_ptr()}", 64, 1, 7, None),
+        (a1, table.data_ptr(), f"map@{d1.data_ptr()}", 64, 1, 7, None)]
+    assert [e.tensor for e in encoded] == [d1, d1, d2]  # once at preparation, then once per new address
+    assert "a0" not in first.values  # no reference to the first call's tensors
+
+    # a launch hook (a profiler's) sends launches through Triton's runner, which calls it
+    calls = []
+    monkeypatch.setattr(prepared, "_hooked", lambda: True)
+
+    class Runner:
+        def __getitem__(self, grid):
+            return lambda *values: calls.append((grid, values))
+    first.compiled = Runner()
+    monkeypatch.setattr(prepared, "descriptor", lambda t, block: ("desc", t, tuple(block)))
+    first(5, [a2, prepared.Tma(d2, (64,))])
+    assert calls == [((5, 1, 1), (a2, table, ("desc", d2, (64,)), 7, None))] and len(launched) == 3
 
 
 @pytest.mark.parametrize("hq,hkv,lq", [(2, 2, 40), (4, 2, 40), (4, 1, 1)])

@@ -15,6 +15,7 @@ import threading
 import torch
 
 from ..kernels import cache, parallel
+from ..kernels.prepared import Prepared, Tma, triton_args
 from ..plan import KernelPlan
 
 LOG2E = 1.4426950408889634
@@ -60,37 +61,30 @@ def _launching(plan: KernelPlan, device: torch.device):
 
 
 def _launch(kernel, programs: int, plan: KernelPlan, geometry: tuple, tensors: dict, args) -> None:
-    """``kernel[(programs,)](**tensors, **args())``: ``tensors`` are this call's tensors (and
+    """``kernel[(programs,)](**tensors, **args())``: ``tensors`` are this call's tensors (and `Tma`
     descriptors), ``args()`` gives every other argument, a function of the plan and ``geometry``.
 
     Triton binds and specializes all 30-50 arguments on every launch (~100 us of CPU, as long
     as a small kernel runs). So the first launch of a geometry goes through Triton (which
-    compiles or finds the kernel) and the plan keeps the compiled kernel with its argument
-    list; later launches put this call's tensors into a copy of the list and hand it straight
-    to the compiled kernel. ``geometry`` must hold whatever Triton specializes on besides the
-    plan: shapes, strides, the tensors' 16-byte alignment, scalars; the tensors passed here
-    must be the call's only other difference (their addresses)."""
+    compiles or finds the kernel) and the plan keeps the compiled kernel, `Prepared` with the
+    other arguments; later launches hand it just this call's tensors. ``geometry`` must hold
+    whatever Triton specializes on besides the plan: shapes, strides, the tensors' 16-byte
+    alignment, scalars; the tensors passed here must be the call's only other difference
+    (their addresses)."""
     if plan.interpret:
-        kernel[(programs,)](**tensors, **args())
+        kernel[(programs,)](**triton_args(tensors), **args())
         return
     key = (kernel.__name__, programs, geometry)
     prepared = plan.launches.get(key)
     if prepared is None:
         every = {**tensors, **args()}
-        compiled = kernel[(programs,)](**every)
-        values = [every[name] for name in kernel.arg_names]
+        compiled = kernel[(programs,)](**triton_args(every))
         slots = [kernel.arg_names.index(name) for name in tensors]
-        for slot in slots:
-            values[slot] = None  # no reference to this call's tensors
         if len(plan.launches) >= LAUNCHES_PER_PLAN:
             plan.launches.clear()
-        plan.launches[key] = compiled, values, slots
+        plan.launches[key] = Prepared(compiled, [every[name] for name in kernel.arg_names], slots)
         return
-    compiled, values, slots = prepared
-    values = values.copy()
-    for slot, tensor in zip(slots, tensors.values()):
-        values[slot] = tensor
-    compiled[(programs, 1, 1)](*values)
+    prepared(programs, tensors.values())
 
 
 def _geometry(*tensors) -> tuple:
@@ -114,17 +108,20 @@ def _common(plan: KernelPlan, q, cfg) -> dict:
 def _tma_ok(t: torch.Tensor) -> bool:
     """A tensor a TMA descriptor can address: last dim contiguous, other strides positive multiples of
     16 bytes, base 16-byte aligned, no empty dim."""
-    size = t.element_size()
-    return (t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(n > 0 for n in t.shape)
-            and all(s > 0 and s * size % 16 == 0 for s in t.stride()[:-1]))
+    return _tma_shape_ok(t.shape, t.stride(), t.element_size()) and t.data_ptr() % 16 == 0
+
+
+@functools.lru_cache(maxsize=256)
+def _tma_shape_ok(shape, strides, size: int) -> bool:
+    return strides[-1] == 1 and all(n > 0 for n in shape) and all(s > 0 and s * size % 16 == 0 for s in strides[:-1])
 
 
 def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
-    """TMA descriptors of ``tensors`` ([B, H, L, D], tiles of ``block`` rows), None for each one the
+    """`Tma` descriptors of ``tensors`` ([B, H, L, D], tiles of ``block`` rows), None for each one the
     kernels load through pointers (no TMA on this device, or a tensor it cannot address, such as
     the stride-0 gradient of a sum)."""
     use = plan.hopper if TMA is None else TMA
-    return [cache.descriptor(t, [1, 1, block, plan.d_pad]) if use and _tma_ok(t) else None for t in tensors]
+    return [Tma(t, (1, 1, block, plan.d_pad)) if use and _tma_ok(t) else None for t in tensors]
 
 
 @functools.lru_cache(maxsize=None)
@@ -299,4 +296,4 @@ def _compile(calls: list, wait: bool) -> None:
 
 def _warm(calls: list) -> None:
     for kernel, programs, _, tensors, args in calls:
-        kernel.warmup(grid=(programs,), **tensors, **args())
+        kernel.warmup(grid=(programs,), **triton_args(tensors), **args())

@@ -18,6 +18,7 @@ Plain eager calls (`entry`) run the same bodies through a `torch.autograd.Functi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import weakref
@@ -55,20 +56,27 @@ def _use_kernels(q: torch.Tensor, backend: str) -> bool:
 
 def _plan(q, k, pattern: str, q_offset, options: str):
     return plan_for(_pattern(pattern), q.shape[2], k.shape[2], q_offset, q.device, q.dtype, q.shape[3],
-                    json.loads(options), q.shape[1] // k.shape[1])
+                    _options(options), q.shape[1] // k.shape[1])
 
 
-def _forward(q, k, v, pattern, scale, q_offset, backend, options, grads=False):
+@functools.lru_cache(maxsize=64)
+def _options(text: str) -> dict:
+    """The tile options' JSON, parsed once (the dict is shared: read, never changed)."""
+    return json.loads(text)
+
+
+def _forward(q, k, v, pattern, scale, q_offset, backend, options, grads=False, plan=None):
+    """``plan``: the call's plan, where the caller looked it up already."""
     if _use_kernels(q, backend):
-        return launch.forward(_plan(q, k, pattern, q_offset, options), q, k, v, scale, grads)
+        return launch.forward(plan or _plan(q, k, pattern, q_offset, options), q, k, v, scale, grads)
     ctx = _pattern(pattern).resolve(q.shape[2], k.shape[2], q_offset)
     out, lse = chunked_attention(q, k, v, ctx, scale)
     return out.contiguous(), lse.contiguous()  # the layout register_fake promises, whatever q's strides
 
 
-def _backward(q, k, v, o, lse, do, dlse, pattern, scale, q_offset, backend, options):
+def _backward(q, k, v, o, lse, do, dlse, pattern, scale, q_offset, backend, options, plan=None):
     if _use_kernels(q, backend):
-        return launch.backward(_plan(q, k, pattern, q_offset, options), q, k, v, o, lse, do, dlse, scale)
+        return launch.backward(plan or _plan(q, k, pattern, q_offset, options), q, k, v, o, lse, do, dlse, scale)
     ctx = _pattern(pattern).resolve(q.shape[2], k.shape[2], q_offset)
     return tuple(g.contiguous() for g in chunked_attention_backward(q, k, v, o, lse, do, dlse, ctx, scale))
 
@@ -127,7 +135,9 @@ class _Eager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, grads, *args):
         ctx.set_materialize_grads(False)  # unused outputs' gradients stay None, as with the custom op
-        out, lse = _forward(q, k, v, *args, grads=grads)
+        pattern, _, q_offset, backend, options = args
+        ctx.plan = _plan(q, k, pattern, q_offset, options) if _use_kernels(q, backend) else None  # backward's too
+        out, lse = _forward(q, k, v, *args, grads=grads, plan=ctx.plan)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.args = args
         return out, lse
@@ -135,7 +145,8 @@ class _Eager(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # as the custom op: no second derivative (an error, never a silent wrong one)
     def backward(ctx, do, dlse):
-        dq, dk, dv, *rest = _grads(_backward, ctx.saved_tensors, ctx.args, do, dlse)
+        body = functools.partial(_backward, plan=ctx.plan)
+        dq, dk, dv, *rest = _grads(body, ctx.saved_tensors, ctx.args, do, dlse)
         return dq, dk, dv, None, *rest
 
 

@@ -1,0 +1,135 @@
+"""Launching a compiled kernel again with every argument fixed but the call's tensors.
+
+Triton's own launch of a compiled kernel costs 35-85 us of CPU on a GPU host, as much as a
+small kernel runs (benchmarks/overhead.py --breakdown; NOTES v9): its runner looks up the
+current device and stream and builds launch metadata for hooks, its launcher wraps scratch
+allocation, and every TMA descriptor is a `TensorDescriptor` object encoded into a 128-byte
+CUtensorMap at each launch; the C launch function then asks the driver about every pointer.
+
+`Prepared` does once what a call geometry fixes: the argument list, with the plan's tables
+as plain addresses, and the C launch function Triton built for the kernel. Per launch it
+puts in the call's tensors, and for each `Tma` the encoded descriptor, cached by address
+(the geometry fixes the tensor's shape, strides, dtype and tile, so the address is all that
+varies), and calls the C function. Wherever Triton's internals are not as this module
+expects (another Triton version, a launch hook such as a profiler's, scratch memory), it
+launches through Triton's runner, as `triton_args` describes.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import NamedTuple
+
+import torch
+
+from .cache import descriptor
+
+ENCODED_PER_SLOT = 32  # encoded descriptors a slot keeps (addresses seen), before starting over
+
+
+class Tma(NamedTuple):
+    """``tensor`` handed to a kernel as a TMA descriptor of tiles of ``block``."""
+    tensor: torch.Tensor
+    block: tuple
+
+
+def triton_args(values: dict) -> dict:
+    """``values`` as Triton's launch and warm-up take them: each `Tma` a `TensorDescriptor`."""
+    return {name: descriptor(v.tensor, list(v.block)) if isinstance(v, Tma) else v for name, v in values.items()}
+
+
+class Prepared:
+    """``compiled`` (Triton's compiled kernel) with ``values``, one per kernel parameter, those at
+    ``slots`` (in order) to be replaced by each launch's tensors and `Tma`s; ``values`` holds the
+    first launch's there (they fix the descriptors' encoded width) and no reference is kept."""
+
+    def __init__(self, compiled, values: list, slots: list[int]):
+        self.compiled, self.slots = compiled, slots
+        self.values = [None if i in slots else v for i, v in enumerate(values)]  # Triton's path
+        self.c_launch = _c_launch(compiled)
+        if self.c_launch is None:
+            return
+        runner, types_ = compiled.run, list(compiled.src.signature.values())
+        metas = iter(getattr(compiled.metadata, "tensordesc_meta", None) or ())
+        flat, places, at = [], {}, {s: v for s, v in zip(slots, (values[s] for s in slots))}
+        for i, (value, kind) in enumerate(zip(values, types_)):
+            encoded = isinstance(kind, str) and kind.startswith("tensordesc")
+            meta = next(metas, None) if encoded else None
+            if encoded and meta is None:
+                return self._unprepared()  # Triton's other encoding (it would hold the tensor itself)
+            if i in at:  # the call's: a tensor, or a descriptor (its width from the first launch's)
+                width = len(_encode(at[i], meta)) if encoded else 1
+                places[i] = (len(flat), width, {} if encoded else None, meta)
+                flat.extend([None] * width)
+            elif encoded:
+                return self._unprepared()  # a fixed descriptor: never made by launch.py
+            else:
+                flat.append(value.data_ptr() if isinstance(value, torch.Tensor) else value)
+        if len(values) != len(types_):
+            return self._unprepared()
+        self.flat, self.places = flat, [places[s] for s in slots]
+        self.head = (compiled.function, runner.launch_cooperative_grid, runner.launch_pdl, None, None,
+                     compiled.packed_metadata, None, None, None)
+        self.device = torch.cuda.current_device()
+
+    def _unprepared(self):
+        self.c_launch = None
+
+    def __call__(self, programs: int, tensors) -> None:
+        """Launch ``programs`` programs with ``tensors`` (tensors, `Tma`s or None) at the slots."""
+        if self.c_launch is None or _hooked():
+            values = self.values.copy()
+            for slot, value in zip(self.slots, tensors):
+                values[slot] = descriptor(value.tensor, list(value.block)) if isinstance(value, Tma) else value
+            self.compiled[(programs, 1, 1)](*values)
+            return
+        args = self.flat.copy()
+        for (at, width, encoded, meta), value in zip(self.places, tensors):
+            if encoded is None:
+                args[at] = value
+                continue
+            address = value.tensor.data_ptr()
+            code = encoded.get(address)
+            if code is None:
+                if len(encoded) >= ENCODED_PER_SLOT:
+                    encoded.clear()
+                code = encoded[address] = _encode(value, meta)
+            args[at:at + width] = code
+        function, cooperative, pdl, *rest = self.head
+        self.c_launch(programs, 1, 1, torch._C._cuda_getCurrentRawStream(self.device), function, cooperative,
+                      pdl, *rest, *args)
+
+
+def _encode(value: Tma, meta) -> list:
+    """The C launcher's arguments for descriptor ``value`` (Triton's own encoding)."""
+    from triton.backends.nvidia.driver import make_tensordesc_arg
+
+    return make_tensordesc_arg(descriptor(value.tensor, list(value.block)), meta)
+
+
+def _hooked() -> bool:
+    """A launch hook is set (a profiler's): launches go through Triton, which calls it."""
+    from triton import knobs
+
+    return bool(knobs.runtime.launch_enter_hook.calls or knobs.runtime.launch_exit_hook.calls)
+
+
+def _c_launch(compiled):
+    """The C launch function Triton built for ``compiled`` (under the Python wrapper that encodes
+    descriptors), or None where this Triton is not laid out as 3.6 is, or the kernel needs
+    scratch memory, which Triton's launcher allocates."""
+    try:
+        runner = compiled.run
+        if runner.global_scratch_size or runner.profile_scratch_size or _hooked():
+            return None
+        launch = runner.launch
+        if isinstance(launch, types.FunctionType):  # Triton's descriptor wrapper: the C function is its `launcher`
+            cells = dict(zip(launch.__code__.co_freevars, launch.__closure__ or ()))
+            launch = cells["launcher"].cell_contents if "launcher" in cells else None
+        return launch if _is_c_function(launch) else None
+    except Exception:  # noqa: BLE001  (anything unexpected: Triton's own path)
+        return None
+
+
+def _is_c_function(f) -> bool:
+    return isinstance(f, types.BuiltinFunctionType)
