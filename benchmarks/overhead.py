@@ -95,11 +95,13 @@ def breakdown(fb, n=200):
     ready = {}
 
     def fake_forward(plan, q, k, v, *_):
-        ready.setdefault("fwd", (torch.empty_like(q), q.new_empty(q.shape[:3], dtype=torch.float32)))
+        if "fwd" not in ready:
+            ready["fwd"] = torch.empty_like(q), q.new_empty(q.shape[:3], dtype=torch.float32)
         return ready["fwd"]
 
     def fake_backward(plan, q, k, v, *_):
-        ready.setdefault("bwd", (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)))
+        if "bwd" not in ready:
+            ready["bwd"] = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         return ready["bwd"]
     saved = [(launch, "forward", launch.forward), (launch, "backward", launch.backward)]
     launch.forward, launch.backward = fake_forward, fake_backward

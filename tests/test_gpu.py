@@ -147,6 +147,9 @@ def test_relaunch_skips_triton_binding_and_matches(monkeypatch):
         grads = torch.autograd.grad(out, (q, k, v), d_out)
         assert_like_dense(pattern, q, k, v, out, grads, d_out, f"after relaunch, layout {layout}")
     assert len(binds) == 4 * len(set(layouts)), binds  # Triton bound each kernel once per geometry
+    prepared = [p for p in plan.plan_for(attn.pattern, 1000, 1000, None, q.device, q.dtype, 64).launches.values()
+                if isinstance(p, launch.Prepared)]
+    assert prepared and all(p.c_launch is not None for p in prepared)  # relaunched through Triton's C function
     print(f"ok  relaunch: {len(layouts)} calls, {len(binds)} Triton launches")
 
 
