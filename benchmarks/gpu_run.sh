@@ -14,8 +14,8 @@ header() {
 }
 case $what in
   golden)
-    { header "python -m pytest tests/test_gpu.py -m gpu -q -rP -n 8"
-      timeout ${GOLDEN_S:-480} python3 -m pytest tests/test_gpu.py -m gpu -q -rP -n 8 -p no:cacheprovider "$@" 2>&1 \
+    { header "python -m pytest tests/test_gpu.py -m gpu -q -rP -n 4"
+      timeout ${GOLDEN_S:-480} python3 -m pytest tests/test_gpu.py -m gpu -q -rP -n 4 -p no:cacheprovider "$@" 2>&1 \
         | grep -E "^ok |passed|failed|Error|error|FAILED|assert" ; } > "$OUT/gpu-golden.txt" 2>&1
     tail -25 "$OUT/gpu-golden.txt" ;;
   ab)

@@ -235,6 +235,30 @@ def test_new_lengths_of_a_seen_structure_compile_nothing():
     print(f"ok  lengths 520, 4040, 3000: kernel variants {before}, unchanged")
 
 
+def test_backward_on_a_side_stream_orders_with_the_callers_stream():
+    """The backward runs dQ on a second stream beside dK/dV (`launch.OVERLAP_DQ`): on a caller's
+    own stream, with the inputs freed right after and their memory reused at once, the
+    gradients still match, and the caller's stream holds them when backward returns."""
+    from patternc.ops import launch
+
+    assert launch.OVERLAP_DQ
+    pattern = "global(0:64) + window(100) + random(2, block=64)"
+    attn = patternc.attention_from(pattern)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            q, k, v = (torch.randn(2, 8, 3000, 64, device="cuda", dtype=torch.float16, requires_grad=True)
+                       for _ in range(3))
+            d_out = torch.randn(q.shape, device="cuda", dtype=torch.float16)
+            dq, dk, dv = (g.clone() for g in torch.autograd.grad(attn(q, k, v), (q, k, v), d_out))
+            torch.randn(8, 2, 8, 3000, 64, device="cuda", dtype=torch.float16)  # reuses the freed blocks
+            stream.synchronize()
+            with torch.no_grad():
+                out = attn(q, k, v)
+            assert_like_dense(pattern, q, k, v, out, (dq, dk, dv), d_out, "on a side stream")
+    print("ok  dQ beside dK/dV on a caller's stream")
+
+
 def test_cuda_graphs_build_plans_outside_their_pool_and_keep_them():
     """`torch.compile(mode="reduce-overhead")` whose first call of a shape builds the plan (in
     the CUDA graph's warm-up: torch raised "tensor(s) in the cudagraph pool not tracked as

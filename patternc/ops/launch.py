@@ -24,6 +24,7 @@ TMA = None  # K/V tiles through the tensor memory accelerator: None = on CUDA GP
 SPLITS = None  # programs per forward row: None = chosen per call (`_splits`); tests set it
 MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
 MERGE_ROWS = 32  # rows per program of the split merge
+OVERLAP_DQ = True  # the backward's dQ kernel runs beside its dK/dV kernel, on a second stream
 _INTERPRETER = threading.Lock()
 # Plans whose kernels CUDA graphs captured: a graph replays with the addresses of the plan's
 # tables, so the plan may not die when the plan cache evicts it.
@@ -219,9 +220,24 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     with _launching(plan, q.device):
         if _first(plan, ("compile", calls[0][2])):  # the three kernels compile side by side
             _compile(calls, wait=True)
-        for kernel, programs, geometry, tensors, args in calls:
-            _launch(kernel, programs, plan, geometry, tensors, args)
+        preprocess, dkdv, dq_ = ((kernel, programs, plan, *rest) for kernel, programs, *rest in calls)
+        _launch(*preprocess)
+        if plan.interpret or not OVERLAP_DQ:
+            _launch(*dkdv)
+            _launch(*dq_)
+        else:  # dQ needs only delta: it runs beside dK/dV, on a second stream, and fills dK/dV's tail
+            main, side = torch.cuda.current_stream(), _side_stream(q.device)
+            side.wait_stream(main)
+            _launch(*dkdv)
+            with torch.cuda.stream(side):
+                _launch(*dq_)
+            main.wait_stream(side)  # the caller's stream: everything after sees dQ, and frees after it
     return dq, dk, dv
+
+
+@functools.lru_cache(maxsize=None)
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
 
 
 def _backward_calls(plan: KernelPlan, q, k, v, o, lse, do, dq, dk, dv, delta, dlse, scale: float) -> list:
