@@ -236,26 +236,29 @@ def test_new_lengths_of_a_seen_structure_compile_nothing():
 
 
 def test_backward_on_a_side_stream_orders_with_the_callers_stream():
-    """The backward runs dQ on a second stream beside dK/dV (`launch.OVERLAP_DQ`): on a caller's
-    own stream, with the inputs freed right after and their memory reused at once, the
-    gradients still match, and the caller's stream holds them when backward returns."""
+    """The backward runs dQ on a second stream beside dK/dV (`launch.OVERLAP_DQ`). On a caller's
+    own stream the gradients must be complete when backward returns: a few queries against
+    many keys make dQ (a few long programs) finish far behind dK/dV, so a clone of dQ queued
+    on the caller's stream reads it half-written unless that stream waits for the side one;
+    the inputs are freed right after and their memory reused at once."""
     from patternc.ops import launch
 
     assert launch.OVERLAP_DQ
-    pattern = "global(0:64) + window(100) + random(2, block=64)"
-    attn = patternc.attention_from(pattern)
     stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            q, k, v = (torch.randn(2, 8, 3000, 64, device="cuda", dtype=torch.float16, requires_grad=True)
-                       for _ in range(3))
-            d_out = torch.randn(q.shape, device="cuda", dtype=torch.float16)
-            dq, dk, dv = (g.clone() for g in torch.autograd.grad(attn(q, k, v), (q, k, v), d_out))
-            torch.randn(8, 2, 8, 3000, 64, device="cuda", dtype=torch.float16)  # reuses the freed blocks
-            stream.synchronize()
-            with torch.no_grad():
-                out = attn(q, k, v)
-            assert_like_dense(pattern, q, k, v, out, (dq, dk, dv), d_out, "on a side stream")
+    for pattern, lq, lk in (("global(0:64) + window(101) + random(2, block=64)", 3000, 3000), ("all", 64, 16384)):
+        attn = patternc.attention_from(pattern)
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                q = torch.randn(1, 16, lq, 64, device="cuda", dtype=torch.float16, requires_grad=True)
+                k, v = (torch.randn(1, 16, lk, 64, device="cuda", dtype=torch.float16, requires_grad=True)
+                        for _ in range(2))
+                d_out = torch.randn(q.shape, device="cuda", dtype=torch.float16)
+                dq, dk, dv = (g.clone() for g in torch.autograd.grad(attn(q, k, v), (q, k, v), d_out))
+                torch.randn(4, 16, lk, 64, device="cuda", dtype=torch.float16)  # reuses the freed blocks
+                stream.synchronize()
+                with torch.no_grad():
+                    out = attn(q, k, v)
+                assert_like_dense(pattern, q, k, v, out, (dq, dk, dv), d_out, f"on a side stream, {lq}x{lk}")
     print("ok  dQ beside dK/dV on a caller's stream")
 
 
