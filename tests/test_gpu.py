@@ -245,6 +245,7 @@ def test_backward_on_a_side_stream_orders_with_the_callers_stream():
 
     assert launch.OVERLAP_DQ
     stream = torch.cuda.Stream()
+    assert launch.side_stream(stream).cuda_stream != stream.cuda_stream  # else this test checks nothing
     for pattern, lq, lk in (("global(0:64) + window(101) + random(2, block=64)", 3000, 3000), ("all", 64, 16384)):
         attn = patternc.attention_from(pattern)
         with torch.cuda.stream(stream):

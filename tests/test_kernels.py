@@ -409,6 +409,7 @@ def test_prepared_c_launch_fills_tensors_and_cached_descriptors_in_place(monkeyp
                                src=SimpleNamespace(signature=dict(A="*bf16", T="*i32", D="tensordesc<bf16[64]>",
                                                                   n="i32", C="constexpr")),
                                metadata=SimpleNamespace(tensordesc_meta=[{"swizzle": 128}]))
+    monkeypatch.setattr(prepared, "_known_triton", lambda: True)  # the launcher layout of Triton 3.6
     monkeypatch.setattr(prepared, "_is_c_function", lambda f: f is c_launch)
     monkeypatch.setattr(prepared, "_encode", lambda value, meta: encoded.append(value) or
                         [f"map@{value.tensor.data_ptr()}", 64, 1])
@@ -426,8 +427,21 @@ def test_prepared_c_launch_fills_tensors_and_cached_descriptors_in_place(monkeyp
         (a1, table.data_ptr(), f"map@{d1.data_ptr()}", 64, 1, 7, None),
         (a2, table.data_ptr(), f"map@{d2.data_ptr()}", 64, 1, 7, None),
         (a1, table.data_ptr(), f"map@{d1.data_ptr()}", 64, 1, 7, None)]
-    assert [e.tensor for e in encoded] == [d1, d1, d2]  # once at preparation, then once per new address
+    assert [e.tensor for e in encoded] == [d1, d2]  # once per address (the first at preparation)
     assert "a0" not in first.values  # no reference to the first call's tensors
+    monkeypatch.undo()  # another Triton's launcher (3.7 on: another C interface) is never called directly
+    import triton
+    monkeypatch.setattr(triton, "__version__", "3.9.0")
+    monkeypatch.setattr(prepared, "_is_c_function", lambda f: f is c_launch)
+    assert prepared.Prepared(compiled, ["a0", table, prepared.Tma(d1, (64,)), 7, None], slots=[0, 2]).c_launch is None
+
+    # hooks as Triton 3.6 takes them: empty chains, None, or plain functions
+    from triton import knobs
+    assert not prepared._hooked()
+    monkeypatch.setattr(knobs.runtime, "launch_enter_hook", None)
+    assert not prepared._hooked()
+    monkeypatch.setattr(knobs.runtime, "launch_exit_hook", lambda metadata: None)
+    assert prepared._hooked()
 
     # a launch hook (a profiler's) sends launches through Triton's runner, which calls it
     calls = []

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from .cache import descriptor
+from .cache import _version, descriptor
 
 ENCODED_PER_SLOT = 32  # encoded descriptors a slot keeps (addresses seen), before starting over
 
@@ -58,8 +58,9 @@ class Prepared:
             if encoded and meta is None:
                 return self._unprepared()  # Triton's other encoding (it would hold the tensor itself)
             if i in at:  # the call's: a tensor, or a descriptor (its width from the first launch's)
-                width = len(_encode(at[i], meta)) if encoded else 1
-                places[i] = (len(flat), width, {} if encoded else None, meta)
+                codes = {at[i].tensor.data_ptr(): _encode(at[i], meta)} if encoded else None
+                width = len(next(iter(codes.values()))) if encoded else 1
+                places[i] = (len(flat), width, codes, meta)
                 flat.extend([None] * width)
             elif encoded:
                 return self._unprepared()  # a fixed descriptor: never made by launch.py
@@ -108,19 +109,22 @@ def _encode(value: Tma, meta) -> list:
 
 
 def _hooked() -> bool:
-    """A launch hook is set (a profiler's): launches go through Triton, which calls it."""
+    """A launch hook is set (a profiler's): launches go through Triton, which calls it. Triton
+    3.6 keeps hook chains (empty: none set), and takes None or a plain function too."""
     from triton import knobs
 
-    return bool(knobs.runtime.launch_enter_hook.calls or knobs.runtime.launch_exit_hook.calls)
+    return any(getattr(h, "calls", h) for h in (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook))
 
 
 def _c_launch(compiled):
     """The C launch function Triton built for ``compiled`` (under the Python wrapper that encodes
     descriptors), or None where this Triton is not laid out as 3.6 is, or the kernel needs
-    scratch memory, which Triton's launcher allocates."""
+    scratch memory, which Triton's launcher allocates. (Launch hooks are checked per launch.)"""
+    if not _known_triton():
+        return None
     try:
         runner = compiled.run
-        if runner.global_scratch_size or runner.profile_scratch_size or _hooked():
+        if runner.global_scratch_size or runner.profile_scratch_size:
             return None
         launch = runner.launch
         if isinstance(launch, types.FunctionType):  # Triton's descriptor wrapper: the C function is its `launcher`
@@ -129,6 +133,13 @@ def _c_launch(compiled):
         return launch if _is_c_function(launch) else None
     except Exception:  # noqa: BLE001  (anything unexpected: Triton's own path)
         return None
+
+
+def _known_triton() -> bool:
+    """Triton 3.6, whose launcher this module knows (3.7 on replaced it: another C interface)."""
+    import triton
+
+    return _version(triton.__version__) == (3, 6)
 
 
 def _is_c_function(f) -> bool:

@@ -226,18 +226,29 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
             _launch(*dkdv)
             _launch(*dq_)
         else:  # dQ needs only delta: it runs beside dK/dV, on a second stream, and fills dK/dV's tail
-            main, side = torch.cuda.current_stream(), _side_stream(q.device)
+            main = torch.cuda.current_stream()
+            side = side_stream(main)
             side.wait_stream(main)
-            _launch(*dkdv)
-            with torch.cuda.stream(side):
-                _launch(*dq_)
-            main.wait_stream(side)  # the caller's stream: everything after sees dQ, and frees after it
+            try:
+                _launch(*dkdv)
+                with torch.cuda.stream(side):
+                    _launch(*dq_)
+            finally:
+                main.wait_stream(side)  # the caller's stream: everything after sees dQ, and frees after it
     return dq, dk, dv
 
 
-@functools.lru_cache(maxsize=None)
-def _side_stream(device: torch.device) -> torch.cuda.Stream:
-    return torch.cuda.Stream(device)
+_SIDE = threading.local()
+
+
+def side_stream(main: torch.cuda.Stream) -> torch.cuda.Stream:
+    """This thread's second stream on ``main``'s device, never ``main`` itself (torch hands out
+    pooled streams). One per thread: a thread capturing a CUDA graph forks it into its capture."""
+    streams = _SIDE.__dict__.setdefault("streams", {})
+    side = streams.get(main.device)
+    while side is None or side.cuda_stream == main.cuda_stream:
+        side = streams[main.device] = torch.cuda.Stream(main.device)
+    return side
 
 
 def _backward_calls(plan: KernelPlan, q, k, v, o, lse, do, dq, dk, dv, delta, dlse, scale: float) -> list:
