@@ -1,11 +1,19 @@
 """Where a new structure's first call spends its compile time: Triton's stages per kernel.
 
-    python benchmarks/compile_stages.py [--pattern TEXT] [--n 4096]
+    python benchmarks/compile_stages.py [--pattern TEXT] [--n 4096] [--offline]
 
 Fresh Triton/patternc cache directories, kernels compiled in this process one after another
 (PATTERNC_PARALLEL_COMPILE=0), each stage of Triton's NVIDIA backend timed (ttir, ttgir,
 llir, ptx, cubin: the last one is ptxas), with the kernel's registers, spills and shared
-memory.
+memory. "other" is the rest of Triton's compile: its Python frontend (the kernel's AST to
+MLIR), cache keys and files.
+
+``--offline`` compiles for an H100/H200 (sm_90, 132 SMs) on a machine without a GPU: Triton's
+compiler needs no device, only its target, so a stand-in driver names it, the plan keeps its
+tables on the CPU and the kernels are only compiled (as `patternc.precompile` does), never
+launched; registers are not reported (reading them loads the binary on a GPU). Compile times
+compare between versions on one machine; this 2-core CPU compiles ~1.5-2x slower than the
+GPU hosts.
 """
 
 import argparse
@@ -55,13 +63,48 @@ def _timed_stages():
     triton.compiler.compile = compile
 
 
+def offline(pattern: str, n: int):
+    """Compile every kernel of a forward+backward of ``pattern`` at ``n`` tokens for sm_90, here."""
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+
+    import patternc.plan as plans
+    from patternc.ops import launch
+
+    class Target:  # what Triton's JIT asks the driver for while it compiles (no launch)
+        get_current_target = staticmethod(lambda: GPUTarget("cuda", 90, 32))
+        get_current_device = staticmethod(lambda: 0)
+        get_current_stream = staticmethod(lambda device=None: 0)
+        get_device_interface = staticmethod(lambda: torch.cuda)
+
+    driver.set_active(Target())
+    to_device = plans._to_device
+    plans._to_device = lambda tables, device: to_device(tables, torch.device("cpu"))
+    torch.cuda.get_device_capability = lambda device=None: (9, 0)
+    torch.cuda.get_device_properties = lambda device=None: type("Props", (), {"multi_processor_count": 132})()
+    device = torch.device("cuda", 0)
+    plan = plans.plan_for(patternc.parse(pattern), n, n, None, device, torch.bfloat16, 128)
+    q, k, v = (torch.empty(2, 16, n, 128, dtype=torch.bfloat16, device="meta") for _ in range(3))
+    scale = 128 ** -0.5
+    calls = launch._forward_calls(plan, q, k, v, *launch._outputs(plan, q, device, launch._meta), scale)
+    launch._warm(calls + launch._backward_calls(plan, q, k, v, *launch._stand_ins(q, k, v), None, scale))
+    print(f"pattern: {pattern}  n={n}  bf16 D=128, compiled here for sm_90")
+    for name, t in ROWS:
+        t.pop("kernel")
+        stages = "  ".join(f"{s} {t[s]:.2f}" for s in t if s != "total")
+        print(f"{name:22s} total {t['total']:.2f} s  ({stages}  other {t['total'] - sum(t[s] for s in t if s != 'total'):.2f})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pattern", default="global(first, eos) + window(5) + random(2, block=128)")
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--profile", action="store_true", help="cProfile the first backward")
+    ap.add_argument("--offline", action="store_true", help="compile for sm_90 on this machine, GPU or not")
     args = ap.parse_args()
     _timed_stages()
+    if args.offline:
+        return offline(args.pattern, args.n)
     q, k, v = (torch.randn(2, 16, args.n, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                for _ in range(3))
     t0 = time.perf_counter()
