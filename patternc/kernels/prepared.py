@@ -51,7 +51,7 @@ class Prepared:
             return
         runner, types_ = compiled.run, list(compiled.src.signature.values())
         metas = iter(getattr(compiled.metadata, "tensordesc_meta", None) or ())
-        flat, places, at = [], {}, {s: v for s, v in zip(slots, (values[s] for s in slots))}
+        flat, places, at = [], {}, {s: values[s] for s in slots}
         for i, (value, kind) in enumerate(zip(values, types_)):
             encoded = isinstance(kind, str) and kind.startswith("tensordesc")
             meta = next(metas, None) if encoded else None
