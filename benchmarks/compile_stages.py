@@ -11,7 +11,7 @@ MLIR), cache keys and files.
 ``--offline`` compiles for an H100/H200 (sm_90, 132 SMs) on a machine without a GPU: Triton's
 compiler needs no device, only its target, so a stand-in driver names it, the plan keeps its
 tables on the CPU and the kernels are only compiled (as `patternc.precompile` does), never
-launched; registers are not reported (reading them loads the binary on a GPU). Compile times
+launched; registers and stack (spills) come from the cubin (Triton's cuobjdump). Compile times
 compare between versions on one machine; this 2-core CPU compiles ~1.5-2x slower than the
 GPU hosts.
 """
@@ -90,9 +90,26 @@ def offline(pattern: str, n: int):
     launch._warm(calls + launch._backward_calls(plan, q, k, v, *launch._stand_ins(q, k, v), None, scale))
     print(f"pattern: {pattern}  n={n}  bf16 D=128, compiled here for sm_90")
     for name, t in ROWS:
-        t.pop("kernel")
+        kernel = t.pop("kernel")
         stages = "  ".join(f"{s} {t[s]:.2f}" for s in t if s != "total")
-        print(f"{name:22s} total {t['total']:.2f} s  ({stages}  other {t['total'] - sum(t[s] for s in t if s != 'total'):.2f})")
+        print(f"{name:22s} total {t['total']:.2f} s  ({stages}  other {t['total'] - sum(t[s] for s in t if s != 'total'):.2f})"
+              f"  {_resources(kernel)} shared {kernel.metadata.shared}")
+
+
+def _resources(kernel) -> str:
+    """Registers and stack (spills) per thread of a compiled kernel, from its cubin (Triton's cuobjdump)."""
+    import re
+    import subprocess
+
+    from triton import knobs
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([knobs.nvidia.cuobjdump.path, "--dump-resource-usage", f.name],
+                               capture_output=True, text=True).stdout
+    found = dict(re.findall(r"(REG|STACK):(\d+)", usage))
+    return f"regs {found.get('REG', '?')} stack {found.get('STACK', '?')}"
 
 
 def main():
