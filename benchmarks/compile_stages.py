@@ -1,6 +1,6 @@
 """Where a new structure's first call spends its compile time: Triton's stages per kernel.
 
-    python benchmarks/compile_stages.py [--pattern TEXT] [--n 4096] [--offline]
+    python benchmarks/compile_stages.py [--pattern TEXT] [--n 4096] [--offline [--options k=v,...]]
 
 Fresh Triton/patternc cache directories, kernels compiled in this process one after another
 (PATTERNC_PARALLEL_COMPILE=0), each stage of Triton's NVIDIA backend timed (ttir, ttgir,
@@ -63,7 +63,7 @@ def _timed_stages():
     triton.compiler.compile = compile
 
 
-def offline(pattern: str, n: int):
+def offline(pattern: str, n: int, options: dict):
     """Compile every kernel of a forward+backward of ``pattern`` at ``n`` tokens for sm_90, here."""
     from triton.backends.compiler import GPUTarget
     from triton.runtime import driver
@@ -83,7 +83,7 @@ def offline(pattern: str, n: int):
     torch.cuda.get_device_capability = lambda device=None: (9, 0)
     torch.cuda.get_device_properties = lambda device=None: type("Props", (), {"multi_processor_count": 132})()
     device = torch.device("cuda", 0)
-    plan = plans.plan_for(patternc.parse(pattern), n, n, None, device, torch.bfloat16, 128)
+    plan = plans.plan_for(patternc.parse(pattern), n, n, None, device, torch.bfloat16, 128, options)
     q, k, v = (torch.empty(2, 16, n, 128, dtype=torch.bfloat16, device="meta") for _ in range(3))
     scale = 128 ** -0.5
     calls = launch._forward_calls(plan, q, k, v, *launch._outputs(plan, q, device, launch._meta), scale)
@@ -118,10 +118,11 @@ def main():
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--profile", action="store_true", help="cProfile the first backward")
     ap.add_argument("--offline", action="store_true", help="compile for sm_90 on this machine, GPU or not")
+    ap.add_argument("--options", default="", help="with --offline: tile options, k=v,k=v (as attention_from takes them)")
     args = ap.parse_args()
     _timed_stages()
     if args.offline:
-        return offline(args.pattern, args.n)
+        return offline(args.pattern, args.n, {k: int(v) for k, v in (o.split("=") for o in args.options.split(",") if o)})
     q, k, v = (torch.randn(2, 16, args.n, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                for _ in range(3))
     t0 = time.perf_counter()
