@@ -91,9 +91,14 @@ def offline(pattern: str, n: int, options: dict):
     print(f"pattern: {pattern}  n={n}  bf16 D=128, compiled here for sm_90")
     for name, t in ROWS:
         kernel = t.pop("kernel")
-        stages = "  ".join(f"{s} {t[s]:.2f}" for s in t if s != "total")
-        print(f"{name:22s} total {t['total']:.2f} s  ({stages}  other {t['total'] - sum(t[s] for s in t if s != 'total'):.2f})"
-              f"  {_resources(kernel)} shared {kernel.metadata.shared}")
+        print(f"{_stages(name, t)}  {_resources(kernel)} shared {kernel.metadata.shared}")
+
+
+def _stages(name: str, t: dict) -> str:
+    """A kernel's total compile time, its stages', and the rest ("other")."""
+    stages = {s: v for s, v in t.items() if s != "total"}
+    return (f"{name:22s} total {t['total']:.2f} s  ({'  '.join(f'{s} {v:.2f}' for s, v in stages.items())}"
+            f"  other {t['total'] - sum(stages.values()):.2f})")
 
 
 def _resources(kernel) -> str:
@@ -145,9 +150,7 @@ def main():
     for name, t in ROWS:
         kernel = t.pop("kernel")
         kernel._init_handles()
-        stages = "  ".join(f"{s} {t[s]:.2f}" for s in t if s != "total")
-        print(f"{name:22s} total {t['total']:.2f} s  ({stages})  regs {kernel.n_regs} spills {kernel.n_spills} "
-              f"shared {kernel.metadata.shared}")
+        print(f"{_stages(name, t)}  regs {kernel.n_regs} spills {kernel.n_spills} shared {kernel.metadata.shared}")
 
 
 if __name__ == "__main__":

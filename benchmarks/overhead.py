@@ -57,12 +57,12 @@ def breakdown(fb, n=200):
     from patternc import nn
     spent, calls, saved = collections.Counter(), collections.Counter(), []
 
-    def wrap(owner, attr, label=None):
+    def wrap(owner, attr):
         fn = getattr(owner, attr)
         saved.append((owner, attr, fn))
 
         def timed(*a, **kw):
-            key = label or (f"{attr}:{a[0].__name__}" if attr == "_launch" else attr)
+            key = f"{attr}:{a[0].__name__}" if attr == "_launch" else attr
             t = time.perf_counter()
             try:
                 return fn(*a, **kw)

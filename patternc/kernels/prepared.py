@@ -35,7 +35,11 @@ class Tma(NamedTuple):
 
 def triton_args(values: dict) -> dict:
     """``values`` as Triton's launch and warm-up take them: each `Tma` a `TensorDescriptor`."""
-    return {name: descriptor(v.tensor, list(v.block)) if isinstance(v, Tma) else v for name, v in values.items()}
+    return {name: _triton_arg(v) for name, v in values.items()}
+
+
+def _triton_arg(value):
+    return descriptor(value.tensor, list(value.block)) if isinstance(value, Tma) else value
 
 
 class Prepared:
@@ -81,7 +85,7 @@ class Prepared:
         if self.c_launch is None or _hooked():
             values = self.values.copy()
             for slot, value in zip(self.slots, tensors):
-                values[slot] = descriptor(value.tensor, list(value.block)) if isinstance(value, Tma) else value
+                values[slot] = _triton_arg(value)
             self.compiled[(programs, 1, 1)](*values)
             return
         args = self.flat.copy()
@@ -105,7 +109,7 @@ def _encode(value: Tma, meta) -> list:
     """The C launcher's arguments for descriptor ``value`` (Triton's own encoding)."""
     from triton.backends.nvidia.driver import make_tensordesc_arg
 
-    return make_tensordesc_arg(descriptor(value.tensor, list(value.block)), meta)
+    return make_tensordesc_arg(_triton_arg(value), meta)
 
 
 def _hooked() -> bool:
