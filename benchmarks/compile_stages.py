@@ -1,6 +1,7 @@
 """Where a new structure's first call spends its compile time: Triton's stages per kernel.
 
-    python benchmarks/compile_stages.py [--pattern TEXT] [--n 4096] [--offline [--options k=v,...]]
+    python benchmarks/compile_stages.py [--pattern TEXT] [--n 4096] [--offline [--options k=v,...] [--d 128]
+                                        [--kv-heads 16]]
 
 Fresh Triton/patternc cache directories, kernels compiled in this process one after another
 (PATTERNC_PARALLEL_COMPILE=0), each stage of Triton's NVIDIA backend timed (ttir, ttgir,
@@ -63,8 +64,9 @@ def _timed_stages():
     triton.compiler.compile = compile
 
 
-def offline(pattern: str, n: int, options: dict):
-    """Compile every kernel of a forward+backward of ``pattern`` at ``n`` tokens for sm_90, here."""
+def offline(pattern: str, n: int, options: dict, d: int = 128, kv_heads: int = 16):
+    """Compile every kernel of a forward+backward of ``pattern`` at ``n`` tokens (B=2, 16 query
+    heads, ``kv_heads`` K/V heads, head dim ``d``, bf16) for sm_90, here."""
     from triton.backends.compiler import GPUTarget
     from triton.runtime import driver
 
@@ -83,12 +85,14 @@ def offline(pattern: str, n: int, options: dict):
     torch.cuda.get_device_capability = lambda device=None: (9, 0)
     torch.cuda.get_device_properties = lambda device=None: type("Props", (), {"multi_processor_count": 132})()
     device = torch.device("cuda", 0)
-    plan = plans.plan_for(patternc.parse(pattern), n, n, None, device, torch.bfloat16, 128, options)
-    q, k, v = (torch.empty(2, 16, n, 128, dtype=torch.bfloat16, device="meta") for _ in range(3))
-    scale = 128 ** -0.5
+    plan = plans.plan_for(patternc.parse(pattern), n, n, None, device, torch.bfloat16, d, options,
+                          group=16 // kv_heads)
+    q = torch.empty(2, 16, n, d, dtype=torch.bfloat16, device="meta")
+    k, v = (torch.empty(2, kv_heads, n, d, dtype=torch.bfloat16, device="meta") for _ in range(2))
+    scale = d ** -0.5
     calls = launch._forward_calls(plan, q, k, v, *launch._outputs(plan, q, device, launch._meta), scale)
     launch._warm(calls + launch._backward_calls(plan, q, k, v, *launch._stand_ins(q, k, v), None, scale))
-    print(f"pattern: {pattern}  n={n}  bf16 D=128, compiled here for sm_90")
+    print(f"pattern: {pattern}  n={n}  bf16 D={d} {16 // kv_heads} query heads per K/V head, compiled here for sm_90")
     for name, t in ROWS:
         kernel = t.pop("kernel")
         print(f"{_stages(name, t)}  {_resources(kernel)} shared {kernel.metadata.shared}")
@@ -124,10 +128,13 @@ def main():
     ap.add_argument("--profile", action="store_true", help="cProfile the first backward")
     ap.add_argument("--offline", action="store_true", help="compile for sm_90 on this machine, GPU or not")
     ap.add_argument("--options", default="", help="with --offline: tile options, k=v,k=v (as attention_from takes them)")
+    ap.add_argument("--d", type=int, default=128, help="with --offline: head dim")
+    ap.add_argument("--kv-heads", type=int, default=16, help="with --offline: K/V heads (of 16 query heads)")
     args = ap.parse_args()
     _timed_stages()
     if args.offline:
-        return offline(args.pattern, args.n, {k: int(v) for k, v in (o.split("=") for o in args.options.split(",") if o)})
+        return offline(args.pattern, args.n, {k: int(v) for k, v in (o.split("=") for o in args.options.split(",") if o)},
+                       args.d, args.kv_heads)
     q, k, v = (torch.randn(2, 16, args.n, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                for _ in range(3))
     t0 = time.perf_counter()

@@ -78,7 +78,8 @@ def attention_from(pattern, backend: str = "auto", **options) -> PatternAttentio
     Triton's interpreter when ``TRITON_INTERPRET=1``), ``"kernels"`` (always the kernels: on
     the CPU, interpreted) or ``"reference"`` (CPU tensors: always the chunked reference).
     Options (`patternc.plan.Options`): ``block_m``, ``block_n`` (tile sizes, powers of two
-    >= 16), ``num_warps``, ``num_stages``, each also ``fwd_``/``bwd_``-prefixed for one pass;
+    >= 16), ``num_warps``, ``num_stages``, ``max_registers`` (per thread; 0: the compiler's
+    choice), each also ``fwd_``/``bwd_``-prefixed for one pass;
     defaults are chosen per device, dtype and head dim.
 
     >>> import torch, patternc

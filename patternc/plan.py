@@ -26,25 +26,29 @@ from .pattern import Pattern
 
 INT32_LIMIT = 2**31
 PLAN_CACHE_SIZE = 64
+THREE_PROGRAMS = 168  # registers per thread that let three 4-warp programs share a multiprocessor (64K)
 HEAVY = 4  # a block whose list is longer than HEAVY x the mean is scheduled first (`Schedule`)
 
 
 class Options(TypedDict, total=False):
-    """Tile options of `attention_from`: ``block_m``, ``block_n``, ``num_warps``, ``num_stages``
-    apply to both passes; ``fwd_``/``bwd_``-prefixed ones to one pass (and win)."""
+    """Tile options of `attention_from`: ``block_m``, ``block_n``, ``num_warps``, ``num_stages``,
+    ``max_registers`` apply to both passes; ``fwd_``/``bwd_``-prefixed ones to one pass (and win)."""
 
     block_m: int
     block_n: int
     num_warps: int
     num_stages: int
+    max_registers: int
     fwd_block_m: int
     fwd_block_n: int
     fwd_num_warps: int
     fwd_num_stages: int
+    fwd_max_registers: int
     bwd_block_m: int
     bwd_block_n: int
     bwd_num_warps: int
     bwd_num_stages: int
+    bwd_max_registers: int
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class TileConfig:
     block_n: int
     num_warps: int = 4
     num_stages: int = 2
+    max_registers: int = 0  # per thread, a cap for the compiler (0: its choice); see `choose_tiles`
 
 
 def check_options(options: dict) -> Options:
@@ -65,6 +70,8 @@ def check_options(options: dict) -> Options:
         require_int(f"option {name}", value)
         if "block_" in name and (value < 16 or value & (value - 1)):
             raise PatterncError(f"option {name} must be a power of two >= 16, got {value}")
+        if "registers" in name and value and not 24 <= value <= 255:
+            raise PatterncError(f"option {name} must be 0 (the compiler's choice) or 24..255, got {value}")
     return options
 
 
@@ -78,6 +85,13 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
     ``dense`` layouts (`is_dense`) at D > 64 a 128x128, 8-warp, 2-stage forward (A/B on an
     H200, D=128: causal 6% and `all` 10% faster than 64x64, every sparser row and causal at
     D=64 slower: results/2026-11-26-ab-fwd128-h200.md, -ab-dense-h200.md, -ab-v8-stages-h200.md).
+    At D <= 64 the forward's registers are capped at 168 per thread, so three 4-warp programs
+    fit a multiprocessor's 64K registers (its 42 KB of shared memory would allow five): the
+    union patterns' forward needs ~175-180 and ran two per multiprocessor (A/B on an H100, P2
+    at D=64 with GQA: forward -16..20%, no spills; patterns that need fewer registers compile
+    as before; results/2026-11-26-ab-v10-max-registers-h100.md). Not at D=128 (P2's forward,
+    215 registers, spills and slows down under the cap: +3%), nor for the backward (dK/dV
+    needs ~210-250 and spills).
     fp32 or D > 128: smaller tiles that fit shared memory (golden-tested, untuned). The
     interpreter (CPU): 32x32, which keeps its numpy work small.
     """
@@ -90,6 +104,8 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
     else:
         wide = dense and head_dim > 64  # at D=64 the 128x128 forward was 20% slower on causal 16K
         fwd, bwd = TileConfig(128, 128, 8, 2) if wide else TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2)
+        if head_dim <= 64:
+            fwd = replace(fwd, max_registers=THREE_PROGRAMS)
     options = options or {}
     shared = {k: v for k, v in options.items() if not k.startswith(("fwd_", "bwd_"))}
     return tuple(replace(cfg, **{**shared, **{k[4:]: v for k, v in options.items() if k.startswith(prefix)}})
@@ -160,7 +176,8 @@ class KernelPlan:
 
     def __str__(self) -> str:
         def tile(name, cfg, lay):
-            return (f"{name} {cfg.block_m}x{cfg.block_n} tiles ({cfg.num_warps} warps, {cfg.num_stages} stages): "
+            cap = f", at most {cfg.max_registers} registers" if cfg.max_registers else ""
+            return (f"{name} {cfg.block_m}x{cfg.block_n} tiles ({cfg.num_warps} warps, {cfg.num_stages} stages{cap}): "
                     f"{lay.num_full} full, {lay.num_partial} partial")
 
         return (f"KernelPlan {self.pattern} at q_len={self.q_len} kv_len={self.kv_len} q_offset={self.q_offset}, "

@@ -14,7 +14,8 @@ import torch
 import patternc
 from helpers import PATTERNS, block_classes, dense_attention, rel_err, run_case
 from patternc.kernels import emit
-from patternc.plan import KernelPlan, Schedule, choose_tiles, plan_for, tiles_and_layout
+from patternc.errors import PatterncError
+from patternc.plan import KernelPlan, Schedule, check_options, choose_tiles, plan_for, tiles_and_layout
 
 PACKAGE = Path(patternc.__file__).parent
 REPO = PACKAGE.parent
@@ -193,6 +194,17 @@ def test_tile_options_apply_to_both_passes_and_prefixed_ones_to_one():
     fwd, bwd = choose_tiles("cuda", torch.bfloat16, 64, {"block_n": 32, "bwd_block_m": 128, "fwd_num_warps": 8})
     assert (fwd.block_m, fwd.block_n, fwd.num_warps) == (64, 32, 8)
     assert (bwd.block_m, bwd.block_n, bwd.num_warps) == (128, 32, 4)
+
+
+def test_forward_registers_are_capped_for_three_programs_per_multiprocessor_at_small_head_dims():
+    for head_dim, cap in ((32, 168), (64, 168), (80, 0), (128, 0)):
+        fwd, bwd = choose_tiles("cuda", torch.bfloat16, head_dim)
+        assert (fwd.max_registers, bwd.max_registers) == (cap, 0)
+    fwd, bwd = choose_tiles("cuda", torch.float16, 64, {"fwd_max_registers": 0, "bwd_max_registers": 200})
+    assert (fwd.max_registers, bwd.max_registers) == (0, 200)
+    assert choose_tiles("cpu", torch.float32, 64)[0].max_registers == 0
+    with pytest.raises(PatterncError, match="fwd_max_registers must be 0"):
+        check_options({"fwd_max_registers": 300})
 
 
 @pytest.mark.parametrize("text,n,options,tile", [

@@ -103,7 +103,8 @@ def _common(plan: KernelPlan, q, cfg) -> dict:
     return dict(Q_LEN=plan.q_len, KV_LEN=plan.kv_len, Q_OFFSET=plan.q_offset, PARAMS=plan.params,
                 HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                 RANDOM_SLOTS=plan.random_slots, EVEN_N=plan.kv_len % cfg.block_n == 0,
-                DOT_PRECISION=_dot_precision(plan), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                DOT_PRECISION=_dot_precision(plan), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                maxnreg=cfg.max_registers or None)
 
 
 def _tma_ok(t: torch.Tensor) -> bool:
