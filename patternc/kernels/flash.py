@@ -276,31 +276,29 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
 
 @triton.jit
 def attn_merge(PARTS, PART_LSE, O, LSE, ROWS, SPLITS, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
-               BLOCK: tl.constexpr):
-    """Split rows (attn_fwd with SPLITS > 1): each row's O and LSE from its SPLITS parts, the
+               SPLITS_PAD: tl.constexpr):
+    """Split rows (attn_fwd with SPLITS > 1): one program per row merges its SPLITS parts, the
     normalized O_s [SPLITS, ROWS, HEAD_DIM] (float32) and natural-log lse_s [SPLITS, ROWS] of a
     share of its key tiles each: lse = log sum_s exp(lse_s), O = sum_s exp(lse_s - lse) O_s.
+    All parts are loaded at once ([SPLITS_PAD, D_PAD], SPLITS_PAD >= SPLITS a power of two):
+    one memory latency per row, where a loop over the splits waits for each load in turn.
     O [ROWS, HEAD_DIM] and LSE [ROWS] are contiguous; rows whose parts attended nothing get 0
     and -inf."""
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    row_ok = rows < ROWS
+    row = tl.program_id(0).to(tl.int64)
+    s = tl.arange(0, SPLITS_PAD)
     d = tl.arange(0, D_PAD)
-    ok = row_ok[:, None] & (d < HEAD_DIM)[None, :]
-    m = tl.full([BLOCK], float("-inf"), dtype=tl.float32)
-    for s in range(SPLITS):
-        m = tl.maximum(m, tl.load(PART_LSE + s * ROWS + rows, mask=row_ok, other=float("-inf")))
-    m = tl.where(m == float("-inf"), 0.0, m)  # rows with nothing: every weight below is 0
-    l = tl.zeros([BLOCK], dtype=tl.float32)
-    acc = tl.zeros([BLOCK, D_PAD], dtype=tl.float32)
-    for s in range(SPLITS):
-        w = tl.exp(tl.load(PART_LSE + s * ROWS + rows, mask=row_ok, other=float("-inf")) - m)
-        part = (s * ROWS + rows).to(tl.int64) * HEAD_DIM
-        acc += w[:, None] * tl.load(PARTS + part[:, None] + d[None, :], mask=ok, other=0.0)
-        l += w
+    s_ok = s < SPLITS
+    part = s.to(tl.int64) * ROWS + row
+    lse_s = tl.load(PART_LSE + part, mask=s_ok, other=float("-inf"))
+    m = tl.max(lse_s, 0)
+    w = tl.exp(lse_s - tl.where(m == float("-inf"), 0.0, m))  # rows with nothing: every weight is 0
+    o_s = tl.load(PARTS + part[:, None] * HEAD_DIM + d[None, :], mask=s_ok[:, None] & (d < HEAD_DIM)[None, :],
+                  other=0.0)
+    l = tl.sum(w, 0)
     empty = l == 0.0
     l = tl.where(empty, 1.0, l)
-    tl.store(O + rows.to(tl.int64)[:, None] * HEAD_DIM + d[None, :], (acc / l[:, None]).to(O.dtype.element_ty), mask=ok)
-    tl.store(LSE + rows, tl.where(empty, float("-inf"), m + tl.log(l)), mask=row_ok)
+    tl.store(O + row * HEAD_DIM + d, (tl.sum(w[:, None] * o_s, 0) / l).to(O.dtype.element_ty), mask=d < HEAD_DIM)
+    tl.store(LSE + row, tl.where(empty, float("-inf"), m + tl.log(l)))
 
 
 # --------------------------------------------------------------------------- backward

@@ -23,7 +23,6 @@ WIDE_ROW_OFFSETS = 2**31  # row offsets from here on need 64-bit pointer math in
 TMA = None  # K/V tiles through the tensor memory accelerator: None = on CUDA GPUs that have it; tests set it
 SPLITS = None  # programs per forward row: None = chosen per call (`_splits`); tests set it
 MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
-MERGE_ROWS = 32  # rows per program of the split merge
 OVERLAP_DQ = True  # the backward's dQ kernel runs beside its dK/dV kernel, on a second stream
 _INTERPRETER = threading.Lock()
 # Plans whose kernels CUDA graphs captured: a graph replays with the addresses of the plan's
@@ -193,10 +192,9 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
                   stride_ls=ls.view(splits, B * H * Lq).stride(0), PACK=plan.pack, MASK=mask,
                   **_common(plan, q, cfg)))]
     if parts is not None:
-        calls.append((flash.attn_merge, -(-B * H * Lq // MERGE_ROWS), (geometry, MERGE_ROWS),
-                      dict(PARTS=o, PART_LSE=ls, O=out, LSE=lse), lambda: dict(
-                          ROWS=B * H * Lq, SPLITS=splits, HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad,
-                          BLOCK=MERGE_ROWS)))
+        calls.append((flash.attn_merge, B * H * Lq, geometry, dict(PARTS=o, PART_LSE=ls, O=out, LSE=lse),
+                      lambda: dict(ROWS=B * H * Lq, SPLITS=splits, HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad,
+                                   SPLITS_PAD=1 << (splits - 1).bit_length())))
     return calls
 
 
