@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 
-from patterns import PATTERNS, warm_gpu
+from patterns import PATTERNS, warm_call, warm_gpu
 
 ROWS = {  # name: (pattern, B, Hq, Hkv, D)
     **{name: (text, 2, 16, 16, 128) for name, text in PATTERNS.items()},
@@ -45,9 +45,11 @@ def time_pair(fn, do, leaves):
 
     torch.autograd.backward(fn(), do)
     warm_gpu()
+    warm_call(fn)
     fwd = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-    fb = triton.testing.do_bench(lambda: torch.autograd.backward(fn(), do), warmup=25, rep=100,
-                                 return_mode="median", grad_to_none=list(leaves))
+    step = lambda: torch.autograd.backward(fn(), do)  # noqa: E731
+    warm_call(step)
+    fb = triton.testing.do_bench(step, warmup=25, rep=100, return_mode="median", grad_to_none=list(leaves))
     return fwd, fb
 
 

@@ -24,3 +24,19 @@ def warm_gpu(seconds: float = 0.3) -> None:
     while time.perf_counter() - start < seconds:
         a @ a
         torch.cuda.synchronize()
+
+
+def warm_call(fn, seconds: float = 0.5) -> None:
+    """Call ``fn`` for a moment before timing it: in the first second or so after a structure's
+    compile, a call's CPU cost read up to 3x its steady value (P1 at 4K: 0.28 then 0.095 ms per
+    forward, on an H100 host), and a 4K row, whose GPU work is ~0.1 ms, timed that instead
+    (P2 GQA 4K forward 0.121-0.471 ms across runs: results/2026-11-26-v10-h100-bench.md,
+    -v10b-, -v10c-). Not investigated further; the steady state is what the tables report."""
+    import time
+
+    import torch
+
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+    torch.cuda.synchronize()

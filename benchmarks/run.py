@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from patterns import PATTERNS, warm_gpu
+from patterns import PATTERNS, warm_call, warm_gpu
 from plot import render, table_row  # stdlib-only at import: fine before the cache setup
 
 HERE = Path(__file__).resolve().parent
@@ -186,9 +186,12 @@ def measure(m, fn, q, k, v, do, args):
         q.grad = k.grad = v.grad = None
     warmup, rep = args.reps
     warm_gpu()
+    warm_call(fn)
     m["fwd_ms"] = triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
     step = fn if args.no_backward else (lambda: torch.autograd.backward(fn(), do))
     if step is not fn:
+        warm_call(step)
+        q.grad = k.grad = v.grad = None
         m["fb_ms"] = triton.testing.do_bench(step, warmup=warmup, rep=rep, return_mode="median", grad_to_none=[q, k, v])
         q.grad = k.grad = v.grad = None
     torch.cuda.synchronize()
@@ -254,6 +257,11 @@ def main():
         for var in CACHE_VARS:
             os.environ[var] = tempfile.mkdtemp(prefix=var.split("_")[0].lower() + "-cache-")
         caches = "cold (fresh temp dirs)"
+    # Inductor compiles flex's kernels in this process, not in a pool of worker processes: a
+    # pool starting up or compiling beside the timing loops made the small patternc rows after
+    # a new flex kernel CPU-bound (P1 and P2 GQA at 4K read 3-4x slower than alone on a 16-core
+    # host, results/2026-11-26-v10-h100-bench.md).
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     rows = select_rows(args)
     if not rows:
         sys.exit("no row matches --only / --seq-lens")
