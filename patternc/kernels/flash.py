@@ -276,16 +276,16 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
 
 @triton.jit
 def attn_merge(PARTS, PART_LSE, O, LSE, ROWS, SPLITS, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
-               SPLITS_PAD: tl.constexpr):
+               MAX_SPLITS: tl.constexpr):
     """Split rows (attn_fwd with SPLITS > 1): one program per row merges its SPLITS parts, the
     normalized O_s [SPLITS, ROWS, HEAD_DIM] (float32) and natural-log lse_s [SPLITS, ROWS] of a
     share of its key tiles each: lse = log sum_s exp(lse_s), O = sum_s exp(lse_s - lse) O_s.
-    All parts are loaded at once ([SPLITS_PAD, D_PAD], SPLITS_PAD >= SPLITS a power of two):
+    All parts are loaded at once ([MAX_SPLITS, D_PAD], MAX_SPLITS a power of two >= SPLITS):
     one memory latency per row, where a loop over the splits waits for each load in turn.
     O [ROWS, HEAD_DIM] and LSE [ROWS] are contiguous; rows whose parts attended nothing get 0
     and -inf."""
     row = tl.program_id(0).to(tl.int64)
-    s = tl.arange(0, SPLITS_PAD)
+    s = tl.arange(0, MAX_SPLITS)
     d = tl.arange(0, D_PAD)
     s_ok = s < SPLITS
     part = s.to(tl.int64) * ROWS + row

@@ -23,6 +23,7 @@ WIDE_ROW_OFFSETS = 2**31  # row offsets from here on need 64-bit pointer math in
 TMA = None  # K/V tiles through the tensor memory accelerator: None = on CUDA GPUs that have it; tests set it
 SPLITS = None  # programs per forward row: None = chosen per call (`_splits`); tests set it
 MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
+MAX_SPLITS = 64  # programs per forward row at most; the split merge loads all of a row's parts at once
 OVERLAP_DQ = True  # the backward's dQ kernel runs beside its dK/dV kernel, on a second stream
 _INTERPRETER = threading.Lock()
 # Plans whose kernels CUDA graphs captured: a graph replays with the addresses of the plan's
@@ -135,11 +136,11 @@ def _splits(plan: KernelPlan, programs: int, device: torch.device) -> int:
     (decoding: a few queries against a long cache), then enough for about 8 programs per
     multiprocessor, each with at least MIN_SPLIT_TILES key tiles."""
     if SPLITS is not None:
-        return SPLITS
+        return min(SPLITS, MAX_SPLITS)
     if plan.interpret:
         return 1
     want = -(-8 * _multiprocessors(device) // programs)  # a tensor's device: it names its index
-    return max(1, min(want, plan.fwd_row_tiles // MIN_SPLIT_TILES, 64))
+    return max(1, min(want, plan.fwd_row_tiles // MIN_SPLIT_TILES, MAX_SPLITS))
 
 
 def _lists(lay, transposed: bool, schedule) -> dict:
@@ -194,7 +195,7 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
     if parts is not None:
         calls.append((flash.attn_merge, B * H * Lq, geometry, dict(PARTS=o, PART_LSE=ls, O=out, LSE=lse),
                       lambda: dict(ROWS=B * H * Lq, SPLITS=splits, HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad,
-                                   SPLITS_PAD=1 << (splits - 1).bit_length())))
+                                   MAX_SPLITS=MAX_SPLITS)))  # one variant for every split count
     return calls
 
 
