@@ -133,6 +133,8 @@ def main():
     args = ap.parse_args()
     _timed_stages()
     if args.offline:
+        if 16 % args.kv_heads:
+            sys.exit("--kv-heads must divide the 16 query heads")
         return offline(args.pattern, args.n, {k: int(v) for k, v in (o.split("=") for o in args.options.split(",") if o)},
                        args.d, args.kv_heads)
     q, k, v = (torch.randn(2, 16, args.n, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)

@@ -14,13 +14,15 @@ header() {
 }
 case $what in
   golden)  # without arguments the int64-offsets case (~50 GB) runs alone: beside 3 workers it overflows an 80 GB H100
-    pytest_gpu() {
-      timeout ${GOLDEN_S:-480} python3 -m pytest tests/test_gpu.py -m gpu -q -rP -p no:cacheprovider "$@" 2>&1 \
+    pytest_gpu() {  # $1: time limit (s); the two runs together stay under the device's 600 s per command
+      limit=$1; shift
+      timeout "$limit" python3 -m pytest tests/test_gpu.py -m gpu -q -rP -p no:cacheprovider "$@" 2>&1 \
         | grep -E "^ok |passed|failed|Error|error|FAILED|assert"
     }
-    { if [ $# -gt 0 ]; then header "python -m pytest tests/test_gpu.py -m gpu -q -rP $*"; pytest_gpu "$@"
+    { if [ $# -gt 0 ]; then header "python -m pytest tests/test_gpu.py -m gpu -q -rP -n 4 $*"
+        pytest_gpu "${GOLDEN_S:-540}" -n 4 "$@"
       else header "python -m pytest tests/test_gpu.py -m gpu -q -rP -n 4 -k 'not offsets_beyond'; then -k offsets_beyond"
-        pytest_gpu -n 4 -k "not offsets_beyond"; pytest_gpu -k offsets_beyond
+        pytest_gpu "${GOLDEN_S:-420}" -n 4 -k "not offsets_beyond"; pytest_gpu 120 -k offsets_beyond
       fi ; } > "$OUT/gpu-golden.txt" 2>&1
     tail -25 "$OUT/gpu-golden.txt" ;;
   ab)

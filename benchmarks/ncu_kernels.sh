@@ -8,6 +8,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 [ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
 for row in "$@"; do
+  [[ $row == *:* ]] || { echo "rows are NAME:N (P3:16384), got $row"; exit 2; }
   name=${row%%:*}; n=${row##*:}
   timeout ${NCU_S:-240} "$NCU" -k "regex:attn_(fwd|bwd_dkdv|bwd_dq)" --launch-skip 3 --launch-count 3 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \

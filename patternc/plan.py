@@ -67,10 +67,11 @@ def check_options(options: dict) -> Options:
     for name, value in options.items():
         if name not in Options.__annotations__:
             raise PatterncError(f"unknown option {name!r} (expected one of {', '.join(Options.__annotations__)})")
-        require_int(f"option {name}", value)
+        registers = name.endswith("max_registers")
+        require_int(f"option {name}", value, minimum=0 if registers else 1)
         if "block_" in name and (value < 16 or value & (value - 1)):
             raise PatterncError(f"option {name} must be a power of two >= 16, got {value}")
-        if "registers" in name and value and not 24 <= value <= 255:
+        if registers and value and not 24 <= value <= 255:
             raise PatterncError(f"option {name} must be 0 (the compiler's choice) or 24..255, got {value}")
     return options
 
@@ -85,8 +86,9 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
     ``dense`` layouts (`is_dense`) at D > 64 a 128x128, 8-warp, 2-stage forward (A/B on an
     H200, D=128: causal 6% and `all` 10% faster than 64x64, every sparser row and causal at
     D=64 slower: results/2026-11-26-ab-fwd128-h200.md, -ab-dense-h200.md, -ab-v8-stages-h200.md).
-    At D <= 64 the forward's registers are capped at 168 per thread, so three 4-warp programs
-    fit a multiprocessor's 64K registers (its 42 KB of shared memory would allow five): the
+    At D <= 64 the 64x64, 4-warp forward's registers are capped at 168 per thread (unless the
+    options change that tile or set a cap themselves), so three 4-warp programs fit a
+    multiprocessor's 64K registers (its 42 KB of shared memory would allow five): the
     union patterns' forward needs ~175-180 and ran two per multiprocessor (A/B on an H100, P2
     at D=64 with GQA: forward -16..20%, no spills; patterns that need fewer registers compile
     as before; results/2026-11-26-ab-v10-max-registers-h100.md). Not at D=128 (P2's forward,
@@ -104,12 +106,15 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
     else:
         wide = dense and head_dim > 64  # at D=64 the 128x128 forward was 20% slower on causal 16K
         fwd, bwd = TileConfig(128, 128, 8, 2) if wide else TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2)
-        if head_dim <= 64:
-            fwd = replace(fwd, max_registers=THREE_PROGRAMS)
     options = options or {}
     shared = {k: v for k, v in options.items() if not k.startswith(("fwd_", "bwd_"))}
-    return tuple(replace(cfg, **{**shared, **{k[4:]: v for k, v in options.items() if k.startswith(prefix)}})
-                 for cfg, prefix in ((fwd, "fwd_"), (bwd, "bwd_")))
+    fwd, bwd = (replace(cfg, **{**shared, **{k[4:]: v for k, v in options.items() if k.startswith(prefix)}})
+                for cfg, prefix in ((fwd, "fwd_"), (bwd, "bwd_")))
+    if (device_type == "cuda" and dtype != torch.float32 and head_dim <= 64 and fwd.max_registers == 0
+            and (fwd.block_m, fwd.block_n, fwd.num_warps) == (64, 64, 4)
+            and not any(name.endswith("max_registers") for name in options)):
+        fwd = replace(fwd, max_registers=THREE_PROGRAMS)  # sized for this tile: not for the options' others
+    return fwd, bwd
 
 
 def is_dense(layout: BlockLayout) -> bool:
@@ -127,12 +132,14 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
                      group: int = 1, hopper: bool = True) -> tuple[TileConfig, TileConfig, BlockLayout]:
     """`choose_tiles` with the layout's say: (forward, backward, forward layout), where
     ``layout_at(block_m, block_n)`` builds the layout at a tile (its rows: ``block_m // pack``
-    queries, see `packing`). Options that set any forward tile setting leave it to them. The
-    dense tiles need Hopper's shared memory (``hopper``: the GPU is sm_90 or newer)."""
+    queries, see `packing`). Options that set any forward tile setting (size, warps, stages)
+    leave it to them; a register cap does not. The dense tiles need Hopper's shared memory
+    (``hopper``: the GPU is sm_90 or newer)."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
     layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
-    if hopper and is_dense(layout) and all(name.startswith("bwd_") for name in options):
+    forward_tile = [name for name in options if not name.startswith("bwd_") and not name.endswith("max_registers")]
+    if hopper and is_dense(layout) and not forward_tile:
         dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True)
         if dense != fwd:
             fwd, layout = dense, layout_at(dense.block_m // packing(dense, group), dense.block_n)

@@ -200,11 +200,17 @@ def test_forward_registers_are_capped_for_three_programs_per_multiprocessor_at_s
     for head_dim, cap in ((32, 168), (64, 168), (80, 0), (128, 0)):
         fwd, bwd = choose_tiles("cuda", torch.bfloat16, head_dim)
         assert (fwd.max_registers, bwd.max_registers) == (cap, 0)
-    fwd, bwd = choose_tiles("cuda", torch.float16, 64, {"fwd_max_registers": 0, "bwd_max_registers": 200})
+    options = check_options({"fwd_max_registers": 0, "bwd_max_registers": 200})  # 0: the compiler's choice
+    fwd, bwd = choose_tiles("cuda", torch.float16, 64, options)
     assert (fwd.max_registers, bwd.max_registers) == (0, 200)
     assert choose_tiles("cpu", torch.float32, 64)[0].max_registers == 0
+    assert choose_tiles("cuda", torch.float32, 64)[0].max_registers == 0  # other tiles
+    assert choose_tiles("cuda", torch.bfloat16, 64, {"fwd_block_m": 128})[0].max_registers == 0  # sized for 64x64
+    assert choose_tiles("cuda", torch.bfloat16, 64, {"bwd_num_warps": 8})[0].max_registers == 168
     with pytest.raises(PatterncError, match="fwd_max_registers must be 0"):
         check_options({"fwd_max_registers": 300})
+    with pytest.raises(PatterncError, match="max_registers must be an integer >= 0"):
+        check_options({"max_registers": -1})
 
 
 @pytest.mark.parametrize("text,n,options,tile", [
@@ -216,6 +222,7 @@ def test_forward_registers_are_capped_for_three_programs_per_multiprocessor_at_s
     ("(global(0:4) + window(left=4095, right=0)) & causal", 16384, {}, (64, 64, 4)),  # 3% partial
     ("causal", 16384, {"num_stages": 2}, (64, 64, 4)),  # a forward option: the options decide
     ("causal", 16384, {"bwd_block_m": 32}, (128, 128, 8)),
+    ("causal", 16384, {"max_registers": 0}, (128, 128, 8)),  # a register cap is not a tile setting
 ])
 def test_dense_layouts_take_bigger_forward_tiles(text, n, options, tile):
     pattern = patternc.parse(text)

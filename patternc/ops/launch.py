@@ -104,7 +104,7 @@ def _common(plan: KernelPlan, q, cfg) -> dict:
                 HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                 RANDOM_SLOTS=plan.random_slots, EVEN_N=plan.kv_len % cfg.block_n == 0,
                 DOT_PRECISION=_dot_precision(plan), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                maxnreg=cfg.max_registers or None)
+                **({"maxnreg": cfg.max_registers} if cfg.max_registers else {}))
 
 
 def _tma_ok(t: torch.Tensor) -> bool:
