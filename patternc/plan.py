@@ -62,12 +62,17 @@ class TileConfig:
     max_registers: int = 0  # per thread, a cap for the compiler (0: its choice); see `choose_tiles`
 
 
+def _caps_registers(name: str) -> bool:
+    """The option is a register cap (``max_registers``, with or without a pass prefix)."""
+    return name.endswith("max_registers")
+
+
 def check_options(options: dict) -> Options:
     """Validate tile options (names and values); returns them unchanged."""
     for name, value in options.items():
         if name not in Options.__annotations__:
             raise PatterncError(f"unknown option {name!r} (expected one of {', '.join(Options.__annotations__)})")
-        registers = name.endswith("max_registers")
+        registers = _caps_registers(name)
         require_int(f"option {name}", value, minimum=0 if registers else 1)
         if "block_" in name and (value < 16 or value & (value - 1)):
             raise PatterncError(f"option {name} must be a power of two >= 16, got {value}")
@@ -110,9 +115,9 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
     shared = {k: v for k, v in options.items() if not k.startswith(("fwd_", "bwd_"))}
     fwd, bwd = (replace(cfg, **{**shared, **{k[4:]: v for k, v in options.items() if k.startswith(prefix)}})
                 for cfg, prefix in ((fwd, "fwd_"), (bwd, "bwd_")))
-    if (device_type == "cuda" and dtype != torch.float32 and head_dim <= 64 and fwd.max_registers == 0
+    if (device_type == "cuda" and dtype != torch.float32 and head_dim <= 64
             and (fwd.block_m, fwd.block_n, fwd.num_warps) == (64, 64, 4)
-            and not any(name.endswith("max_registers") for name in options)):
+            and not any(_caps_registers(name) for name in options)):
         fwd = replace(fwd, max_registers=THREE_PROGRAMS)  # sized for this tile: not for the options' others
     return fwd, bwd
 
@@ -138,7 +143,7 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
     layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
-    forward_tile = [name for name in options if not name.startswith("bwd_") and not name.endswith("max_registers")]
+    forward_tile = [name for name in options if not name.startswith("bwd_") and not _caps_registers(name)]
     if hopper and is_dense(layout) and not forward_tile:
         dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True)
         if dense != fwd:
