@@ -31,7 +31,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 @triton.jit
 def probe_fwd(Q, K, V, O, q_desc, k_desc, v_desc, OFFSETS, INDICES, qk_scale, ROWS,
               N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              DEVICE_DESC: tl.constexpr, WS: tl.constexpr, INDEXED: tl.constexpr):
+              DEVICE_DESC: tl.constexpr, WS: tl.constexpr, INDEXED: tl.constexpr, FOURD: tl.constexpr = False,
+              SELECT: tl.constexpr = False, MASKED: tl.constexpr = False):
     start_m = tl.program_id(0)
     y = tl.program_id(1) * N  # first row of this (batch, head) in the [B*H*N, D] view
     if DEVICE_DESC:
@@ -41,24 +42,42 @@ def probe_fwd(Q, K, V, O, q_desc, k_desc, v_desc, OFFSETS, INDICES, qk_scale, RO
                                            block_shape=[BLOCK_N, HEAD_DIM])
         v_desc = tl.make_tensor_descriptor(V, shape=[ROWS, HEAD_DIM], strides=[HEAD_DIM, 1],
                                            block_shape=[BLOCK_N, HEAD_DIM])
-    q = q_desc.load([y + start_m * BLOCK_M, 0])
+    bh = tl.program_id(1)
+    if FOURD:  # [B*H, N, D] descriptors, as patternc's [B, H, N, D] ones
+        q = q_desc.load([bh, start_m * BLOCK_M, 0]).reshape(BLOCK_M, HEAD_DIM)
+    else:
+        q = q_desc.load([y + start_m * BLOCK_M, 0])
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     lo = tl.load(OFFSETS + start_m)
     hi = tl.load(OFFSETS + start_m + 1)
     for t in tl.range(lo, hi, warp_specialize=WS):
-        if INDEXED:
+        full = t < hi - 1  # SELECT / MASKED: the row's last tile stands for a partial one
+        if SELECT:
+            start_n = tl.where(full, tl.load(INDICES + t, mask=full, other=0),
+                               tl.load(INDICES + t, mask=not full, other=0)) * BLOCK_N
+        elif INDEXED:
             start_n = tl.load(INDICES + t) * BLOCK_N
         else:
             start_n = (t - lo) * BLOCK_N
-        k = k_desc.load([y + start_n, 0]).T
+        if FOURD:
+            k = k_desc.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM).T
+        else:
+            k = k_desc.load([y + start_n, 0]).T
         qk = tl.dot(q, k)
+        if MASKED:
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            keep = full | (offs_n[None, :] <= start_m * BLOCK_M + tl.arange(0, BLOCK_M)[:, None] + N)
+            qk = tl.where(keep, qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         p = tl.math.exp2(qk * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = v_desc.load([y + start_n, 0])
+        if FOURD:
+            v = v_desc.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        else:
+            v = v_desc.load([y + start_n, 0])
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -147,11 +166,35 @@ def offline():
             print(f"{variant:14s} {tile}: failed: {str(e).splitlines()[0][:150]}")
 
 
+def isolate(n: int, feature: str):
+    """One warp-specialized 128x128 launch, synchronized (run it under `timeout`: a hang and an
+    error look alike otherwise): host descriptors with one of patternc's kernel features
+    (plain: none, fourd, select, masked), or ``device``: descriptors made in the kernel."""
+    B, H, D = 1, 2, 128
+    q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    o = torch.full_like(q, float("nan"))
+    fourd, device = feature == "fourd", feature == "device"
+    views = [x.view(B * H, n, D) if fourd else x.view(B * H * n, D) for x in (q, k, v)]
+    descs = [None if device else TensorDescriptor.from_tensor(x, [1, 128, D] if fourd else [128, D]) for x in views]
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+    offsets, indices = table(n, 128, 128, q.device)
+    probe_fwd[(n // 128, B * H)](*views, o, *descs, offsets, indices, D ** -0.5 * 1.4426950408889634, B * H * n,
+                                 N=n, HEAD_DIM=D, BLOCK_M=128, BLOCK_N=128, DEVICE_DESC=device, WS=True, INDEXED=True,
+                                 FOURD=fourd, SELECT=feature == "select", MASKED=feature == "masked",
+                                 num_warps=4, num_stages=2)
+    torch.cuda.synchronize()
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    print(feature, "ok", ((o.float() - ref.float()).norm() / ref.float().norm()).item())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=16384)
     ap.add_argument("--offline", action="store_true")
+    ap.add_argument("--isolate", default="", help="fourd, select, masked or plain: one launch (see isolate)")
     args = ap.parse_args()
+    if args.isolate:
+        return isolate(args.n, args.isolate)
     if args.offline:
         return offline()
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))

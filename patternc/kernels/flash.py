@@ -51,22 +51,11 @@ def _program(LEN, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _scheduled(LEN, BLOCK: tl.constexpr, ORDER, HEAVY, BRANCHLESS: tl.constexpr = False):
+def _scheduled(LEN, BLOCK: tl.constexpr, ORDER, HEAVY):
     """(block, rest) of this program in a 1-D grid of blocks x rests (rest: batch x head, and
     more): first the HEAVY blocks ORDER[:HEAVY] for every rest, then for each rest its other
-    blocks ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule). BRANCHLESS: the same
-    without control flow (Triton's warp specialization gives up on a kernel that branches
-    before its loop)."""
-    if BRANCHLESS:
-        num_blocks = tl.cdiv(LEN, BLOCK)
-        pid = tl.program_id(0)
-        rests = tl.num_programs(0) // num_blocks
-        heavy = pid < HEAVY * rests
-        light = tl.maximum(num_blocks - HEAVY, 1)
-        rank = tl.where(heavy, pid // rests, HEAVY + (pid - HEAVY * rests) % light)
-        rest = tl.where(heavy, pid % rests, (pid - HEAVY * rests) // light)
-        block = tl.load(ORDER + rank, mask=HEAVY > 0, other=rank)  # ORDER is the identity when HEAVY == 0
-    elif HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
+    blocks ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule)."""
+    if HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
         block, rest = _program(LEN, BLOCK)
     else:
         num_blocks = tl.cdiv(LEN, BLOCK)
@@ -210,51 +199,15 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
     return acc, l_i, m_i
 
 
-@triton.jit
-def _fwd_row_ws(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_INDICES, PART_TAGS,
-                full_lo, n_full, part_lo, lo, hi, offs_m, stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET,
-                PARAMS, qk_scale, MASK: tl.constexpr, EVEN_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
-                DOT_PRECISION: tl.constexpr):
-    """`_fwd_tiles` over tiles [lo, hi) of the row's full list then its partial list, as ONE
-    warp-specialized loop (Triton's Hopper pass splits it into a TMA producer and two
-    consumer warpgroups; it gives up on a function with a second loop). Full tiles pass the
-    pattern's mask with TAGS 0 (every term skipped at run time) and keep every pair."""
-    for t in tl.range(lo, hi, warp_specialize=True):
-        full = t < n_full
-        start_n = tl.where(full, tl.load(FULL_INDICES + full_lo + t, mask=full, other=0),
-                           tl.load(PART_INDICES + part_lo + t - n_full, mask=not full, other=0)) * BLOCK_N
-        tags = tl.load(PART_TAGS + part_lo + t - n_full, mask=not full, other=0)
-        k_t = _rows(K, K_DESC, off_b, off_hk, start_n, KV_LEN, stride_kn, stride_kd,
-                    HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=True)
-        qk = tl.dot(q, k_t, input_precision=DOT_PRECISION)
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        keep = full | MASK(offs_m[:, None], offs_n[None, :], Q_OFFSET, PARAMS, tags, ROWS=BLOCK_M, COLS=BLOCK_N,
-                           RANDOM_SLOTS=RANDOM_SLOTS)
-        if not EVEN_N:
-            keep = keep & (offs_n[None, :] < KV_LEN)
-        qk = tl.where(keep, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
-        alpha = tl.math.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = _rows(V, V_DESC, off_b, off_hk, start_n, KV_LEN, stride_vn, stride_vd,
-                  HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_N, WIDE=True, TRANS=False)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
-        m_i = m_new
-    return acc, l_i, m_i
-
-
 @triton.jit(do_not_specialize=LENGTHS)
-def attn_fwd(Q, K, V, O, LSE, Q_DESC, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
+def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
              ORDER, HEAVY,
              stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
              stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
              H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale, SPLITS, stride_os, stride_ls,
              MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
              BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
-             PACK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr = False):
+             PACK: tl.constexpr):
     """Forward: one program per (query block, batch x head) computes O and LSE of its rows.
     PACK = GROUP (GQA): a program takes the query block of every head of one kv head's group,
     its tile's rows interleaved (row r: head r % PACK, query r // PACK of a block of
@@ -263,9 +216,7 @@ def attn_fwd(Q, K, V, O, LSE, Q_DESC, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL
     tiles, each writing its part's normalized O and LSE at O + split * stride_os and
     LSE + split * stride_ls, merged afterwards through the log-sum-exp (patternc.ops.launch)."""
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM and BLOCK_M % PACK == 0)
-    tl.static_assert(not WARP_SPECIALIZE or (PACK == 1 and Q_DESC is not None and K_DESC is not None
-                                             and V_DESC is not None))
-    qb, rest = _scheduled(Q_LEN, BLOCK_M // PACK, ORDER, HEAVY, BRANCHLESS=WARP_SPECIALIZE)
+    qb, rest = _scheduled(Q_LEN, BLOCK_M // PACK, ORDER, HEAVY)
     split = rest % SPLITS
     off_bh = rest // SPLITS  # (batch, head), or (batch, kv head) when packed
     off_b = off_bh // (H // PACK)
@@ -274,11 +225,8 @@ def attn_fwd(Q, K, V, O, LSE, Q_DESC, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL
         off_hk = off_h // GROUP
         start_m = qb * BLOCK_M
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        if WARP_SPECIALIZE:  # Q through the TMA too: Triton's pass gives up on a pointer load of it
-            q = Q_DESC.load([off_b, off_h, start_m, 0]).reshape(BLOCK_M, D_PAD)
-        else:
-            q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
-                      HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
+        q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
+                  HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
     else:
         off_hk = off_bh % (H // PACK)
         r = tl.arange(0, BLOCK_M)
@@ -298,23 +246,16 @@ def attn_fwd(Q, K, V, O, LSE, Q_DESC, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL
     n_full = full_hi - full_lo
     lo = split * (n_full + part_hi - part_lo) // SPLITS
     hi = (split + 1) * (n_full + part_hi - part_lo) // SPLITS
-    if WARP_SPECIALIZE:
-        acc, l_i, m_i = _fwd_row_ws(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_INDICES,
-                                    PART_TAGS, full_lo, n_full, part_lo, lo, hi, offs_m, stride_kn, stride_kd,
-                                    stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK=MASK,
-                                    EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                                    RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
-    else:
-        acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
-                                   full_lo + tl.minimum(lo, n_full), full_lo + tl.minimum(hi, n_full), offs_m,
-                                   stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
-                                   MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
-                                   BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
-        acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, PART_INDICES, PART_TAGS,
-                                   part_lo + tl.maximum(lo - n_full, 0), part_lo + tl.maximum(hi - n_full, 0), offs_m,
-                                   stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
-                                   MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
-                                   BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
+                               full_lo + tl.minimum(lo, n_full), full_lo + tl.minimum(hi, n_full), offs_m,
+                               stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                               MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
+                               BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, PART_INDICES, PART_TAGS,
+                               part_lo + tl.maximum(lo - n_full, 0), part_lo + tl.maximum(hi - n_full, 0), offs_m,
+                               stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                               MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
+                               BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
     # Rows that attended nothing: O = 0 and LSE = -inf.
     empty = l_i == 0.0
     l_use = tl.where(empty, 1.0, l_i)

@@ -184,17 +184,13 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
     splits = 1 if parts is None else parts[0].shape[0]
     o, ls = (out, lse) if parts is None else parts
     k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
-    q_desc = _descriptors(plan, cfg.block_m, q)[0] if cfg.warp_specialize and plan.pack == 1 else None
-    specialize = all(d is not None for d in (q_desc, k_desc, v_desc))  # else the plain loops
-    q_desc = q_desc if specialize else None
-    geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, specialize, scale, splits, _dot_precision(plan))
+    geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, scale, splits, _dot_precision(plan))
     calls = [(flash.attn_fwd, lay.num_q_blocks * B * H // plan.pack * splits, geometry,
-              dict(Q=q, K=k, V=v, O=o, LSE=ls, Q_DESC=q_desc, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
+              dict(Q=q, K=k, V=v, O=o, LSE=ls, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
                   **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
                   **_strides("v", v, "bhnd"), **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H,
                   GROUP=H // k.shape[1], qk_scale=scale * LOG2E, SPLITS=splits,
                   stride_ls=ls.view(splits, B * H * Lq).stride(0), PACK=plan.pack, MASK=mask,
-                  WARP_SPECIALIZE=specialize,
                   **_common(plan, q, cfg)))]
     if parts is not None:
         calls.append((flash.attn_merge, B * H * Lq, geometry, dict(PARTS=o, PART_LSE=ls, O=out, LSE=lse),
