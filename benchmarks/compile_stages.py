@@ -33,6 +33,7 @@ import triton.compiler  # noqa: E402
 from triton.backends.nvidia.compiler import CUDABackend  # noqa: E402
 
 import patternc  # noqa: E402
+from patterns import cubin_resources  # noqa: E402
 
 ROWS = []
 
@@ -95,7 +96,7 @@ def offline(pattern: str, n: int, options: dict, d: int = 128, kv_heads: int = 1
     print(f"pattern: {pattern}  n={n}  bf16 D={d} {16 // kv_heads} query heads per K/V head, compiled here for sm_90")
     for name, t in ROWS:
         kernel = t.pop("kernel")
-        print(f"{_stages(name, t)}  {_resources(kernel)} shared {kernel.metadata.shared}")
+        print(f"{_stages(name, t)}  {cubin_resources(kernel)} shared {kernel.metadata.shared}")
 
 
 def _stages(name: str, t: dict) -> str:
@@ -103,22 +104,6 @@ def _stages(name: str, t: dict) -> str:
     stages = {s: v for s, v in t.items() if s != "total"}
     return (f"{name:22s} total {t['total']:.2f} s  ({'  '.join(f'{s} {v:.2f}' for s, v in stages.items())}"
             f"  other {t['total'] - sum(stages.values()):.2f})")
-
-
-def _resources(kernel) -> str:
-    """Registers and stack (spills) per thread of a compiled kernel, from its cubin (Triton's cuobjdump)."""
-    import re
-    import subprocess
-
-    from triton import knobs
-
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(kernel.asm["cubin"])
-        f.flush()
-        usage = subprocess.run([knobs.nvidia.cuobjdump.path, "--dump-resource-usage", f.name],
-                               capture_output=True, text=True).stdout
-    found = dict(re.findall(r"(REG|STACK):(\d+)", usage))
-    return f"regs {found.get('REG', '?')} stack {found.get('STACK', '?')}"
 
 
 def main():

@@ -40,3 +40,21 @@ def warm_call(fn, seconds: float = 0.5) -> None:
     while time.perf_counter() - start < seconds:
         fn()
     torch.cuda.synchronize()
+
+
+def cubin_resources(kernel) -> str:
+    """Registers and stack (spills) per thread of a compiled Triton kernel, from its cubin
+    (Triton's cuobjdump): what `n_regs` says without a GPU to load the kernel on."""
+    import re
+    import subprocess
+    import tempfile
+
+    from triton import knobs
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([knobs.nvidia.cuobjdump.path, "--dump-resource-usage", f.name],
+                               capture_output=True, text=True).stdout
+    found = dict(re.findall(r"(REG|STACK):(\d+)", usage))
+    return f"regs {found.get('REG', '?')} stack {found.get('STACK', '?')}"

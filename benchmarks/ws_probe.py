@@ -28,6 +28,8 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from patterns import cubin_resources
+
 
 @triton.jit
 def probe_fwd(Q, K, V, O, q_desc, k_desc, v_desc, OFFSETS, INDICES, qk_scale, ROWS,
@@ -120,23 +122,6 @@ def launch(q, k, v, o, variant, tile):
                                    WS=ws, INDEXED=indexed, num_warps=warps, num_stages=stages)
 
 
-def registers(kernel) -> str:
-    """Registers and stack per thread, from the cubin (Triton's cuobjdump)."""
-    import re
-    import subprocess
-    import tempfile
-
-    from triton import knobs
-
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(kernel.asm["cubin"])
-        f.flush()
-        usage = subprocess.run([knobs.nvidia.cuobjdump.path, "--dump-resource-usage", f.name],
-                               capture_output=True, text=True).stdout
-    found = dict(re.findall(r"(REG|STACK):(\d+)", usage))
-    return f"regs {found.get('REG', '?')} stack {found.get('STACK', '?')}"
-
-
 def offline():
     """Compile every variant for sm_90 here and print registers and shared memory."""
     from triton.backends.compiler import GPUTarget
@@ -162,7 +147,7 @@ def offline():
         try:
             kernel = triton.compile(src, target=target, options={"num_warps": warps, "num_stages": stages})
             ws_note = "partitioned" if "ttg.warp_specialize" in kernel.asm["ttgir"] else "one partition"
-            print(f"{variant:14s} {tile}: {registers(kernel)} shared {kernel.metadata.shared} {ws_note}")
+            print(f"{variant:14s} {tile}: {cubin_resources(kernel)} shared {kernel.metadata.shared} {ws_note}")
         except Exception as e:  # a variant Triton cannot compile is a result too
             print(f"{variant:14s} {tile}: failed: {str(e).splitlines()[0][:150]}")
 
