@@ -96,7 +96,8 @@ def offline(pattern: str, n: int, options: dict, d: int = 128, kv_heads: int = 1
     print(f"pattern: {pattern}  n={n}  bf16 D={d} {16 // kv_heads} query heads per K/V head, compiled here for sm_90")
     for name, t in ROWS:
         kernel = t.pop("kernel")
-        print(f"{_stages(name, t)}  {cubin_resources(kernel)} shared {kernel.metadata.shared}")
+        split = " warp-specialized" if "ttg.warp_specialize" in kernel.asm["ttgir"] else ""
+        print(f"{_stages(name, t)}  {cubin_resources(kernel)} shared {kernel.metadata.shared}{split}")
 
 
 def _stages(name: str, t: dict) -> str:

@@ -44,6 +44,7 @@ class Options(TypedDict, total=False):
     fwd_num_warps: int
     fwd_num_stages: int
     fwd_max_registers: int
+    fwd_warp_specialize: int
     bwd_block_m: int
     bwd_block_n: int
     bwd_num_warps: int
@@ -60,6 +61,7 @@ class TileConfig:
     num_warps: int = 4
     num_stages: int = 2
     max_registers: int = 0  # per thread, a cap for the compiler (0: its choice); see `choose_tiles`
+    warp_specialize: int = 0  # forward only, 1: one loop that Triton splits into producer and consumer warps
 
 
 def _caps_registers(name: str) -> bool:
@@ -73,7 +75,9 @@ def check_options(options: dict) -> Options:
         if name not in Options.__annotations__:
             raise PatterncError(f"unknown option {name!r} (expected one of {', '.join(Options.__annotations__)})")
         registers = _caps_registers(name)
-        require_int(f"option {name}", value, minimum=0 if registers else 1)
+        require_int(f"option {name}", value, minimum=0 if registers or name == "fwd_warp_specialize" else 1)
+        if name == "fwd_warp_specialize" and value > 1:
+            raise PatterncError(f"option {name} must be 0 or 1, got {value}")
         if "block_" in name and (value < 16 or value & (value - 1)):
             raise PatterncError(f"option {name} must be a power of two >= 16, got {value}")
         if registers and value and not 24 <= value <= 255:

@@ -172,7 +172,7 @@ def run_cli(capsys, *argv):
 
 # ------------------------------------------------------------ golden kernels
 def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.float32, block=(16, 16),
-             use_lse_grad=True, layout="bhld", q_offset=None, magnitude=1.0):
+             use_lse_grad=True, layout="bhld", q_offset=None, magnitude=1.0, options=None):
     """Forward + backward through attention_from and the float64 reference; assert closeness.
     ``magnitude`` scales q and k (logits grow with its square: 100 gives logits of +-1e4, where
     gradients are ill-conditioned in any precision, so only the forward pass is compared and
@@ -191,7 +191,8 @@ def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.flo
 
     q, k, v = make(hq, lq, magnitude), make(hkv, lk, magnitude), make(hkv, lk)
     scale = random.choice([None, 0.3])
-    attn = patternc.attention_from(p, backend="kernels", **(dict(block_m=block[0], block_n=block[1]) if block else {}))
+    attn = patternc.attention_from(p, backend="kernels", **(dict(block_m=block[0], block_n=block[1]) if block else {}),
+                                   **(options or {}))
     out, lse = attn(q, k, v, scale=scale, return_lse=True, q_offset=q_offset)
     d_out = torch.randn(out.shape, generator=gen).to(DEVICE, dtype)
     d_lse = torch.randn(lse.shape, generator=gen).to(DEVICE) if use_lse_grad else None
@@ -205,6 +206,7 @@ def run_case(pattern, *, lq, lk=None, d=32, b=1, hq=2, hkv=None, dtype=torch.flo
                                     (d_out.double(), d_lse.double()) if use_lse_grad else (d_out.double(),))
     tol = TOL[dtype]
     where = (f"{p} lq={lq} lk={lk} q_offset={q_offset} d={d} b={b} hq={hq} hkv={hkv} {dtype} blocks={block} "
+             f"{options or ''} "
              f"magnitude={magnitude} seed={seed}")
     assert out.dtype == dtype and out.shape == q.shape and lse.dtype == torch.float32
     compared = [("O", out, ref_out), ("dQ", grads[0], ref_grads[0]), ("dK", grads[1], ref_grads[1]),

@@ -53,6 +53,22 @@ def test_dense_layouts_with_128x128_forward_tiles(pattern, n, d, hq, hkv, dtype)
     run_case(pattern, lq=n, d=d, hq=hq, hkv=hkv, dtype=DTYPES[dtype], block=None)
 
 
+WARP_SPECIALIZED = dict(fwd_block_m=128, fwd_block_n=128, fwd_num_warps=4, fwd_num_stages=2, fwd_warp_specialize=1)
+
+
+@pytest.mark.parametrize("pattern,lq,lk,hq,hkv,dtype,q_offset", [
+    ("causal", 4096, 4096, 2, 2, "bf16", None),
+    ("all", 2000, 3000, 2, 2, "fp16", None),  # ragged key tiles (not EVEN_N), Lq != Lk
+    ("window(left=1023, right=0)", 4096, 4096, 2, 1, "bf16", None),  # GQA
+    ("causal", 3000, 1000, 2, 2, "bf16", None),  # rows that attend nothing
+    ("causal", 256, 4096, 2, 2, "bf16", 3840),  # a query offset
+])
+def test_warp_specialized_forward(pattern, lq, lk, hq, hkv, dtype, q_offset):
+    """The one-loop forward that Triton's Hopper pass warp-specializes (option fwd_warp_specialize)."""
+    run_case(pattern, lq=lq, lk=lk, hq=hq, hkv=hkv, d=128, dtype=DTYPES[dtype], block=None, q_offset=q_offset,
+             options=WARP_SPECIALIZED)
+
+
 @pytest.mark.parametrize("lq,lk,hq,hkv", [(1000, 3000, 4, 2), (3000, 1000, 4, 1), (2047, 2047, 2, 2)])
 def test_unequal_lengths_and_gqa(lq, lk, hq, hkv):
     run_case("global(first, eos) + window(3) + random(2)", lq=lq, lk=lk, hq=hq, hkv=hkv, d=64,

@@ -51,11 +51,22 @@ def _program(LEN, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _scheduled(LEN, BLOCK: tl.constexpr, ORDER, HEAVY):
+def _scheduled(LEN, BLOCK: tl.constexpr, ORDER, HEAVY, BRANCHLESS: tl.constexpr = False):
     """(block, rest) of this program in a 1-D grid of blocks x rests (rest: batch x head, and
     more): first the HEAVY blocks ORDER[:HEAVY] for every rest, then for each rest its other
-    blocks ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule)."""
-    if HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
+    blocks ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule). BRANCHLESS: the same
+    without control flow (Triton's warp specialization gives up on a kernel that branches
+    before its loop)."""
+    if BRANCHLESS:
+        num_blocks = tl.cdiv(LEN, BLOCK)
+        pid = tl.program_id(0)
+        rests = tl.num_programs(0) // num_blocks
+        heavy = pid < HEAVY * rests
+        light = tl.maximum(num_blocks - HEAVY, 1)
+        rank = tl.where(heavy, pid // rests, HEAVY + (pid - HEAVY * rests) % light)
+        rest = tl.where(heavy, pid % rests, (pid - HEAVY * rests) // light)
+        block = tl.load(ORDER + rank, mask=HEAVY > 0, other=rank)  # ORDER is the identity when HEAVY == 0
+    elif HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
         block, rest = _program(LEN, BLOCK)
     else:
         num_blocks = tl.cdiv(LEN, BLOCK)
@@ -199,6 +210,48 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
     return acc, l_i, m_i
 
 
+@triton.jit
+def _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, PART_TAGS, full_lo, n_full, part_lo,
+                lo, hi, offs_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK: tl.constexpr, EVEN_N: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
+                DOT_PRECISION: tl.constexpr):
+    """`_fwd_tiles` over tiles [lo, hi) of the row's full list then its partial list, in ONE loop
+    that Triton's Hopper pass warp-specializes: a producer warp issues the TMA loads of K and V
+    (``k_desc``, ``v_desc``: this head's [KV_LEN, D] descriptors) and two consumer warpgroups
+    compute, each on half of the tile's rows. The pass gives up on a function with a second
+    loop, so full tiles go through the same loop and pass the pattern's mask (their `full`
+    flag keeps every pair); the MASK of a single-term pattern does not branch on TAGS."""
+    for t in tl.range(lo, hi, warp_specialize=True):
+        full = t < n_full
+        start_n = tl.where(full, tl.load(FULL_INDICES + full_lo + t, mask=full, other=0),
+                           tl.load(PART_INDICES + part_lo + t - n_full, mask=not full, other=0)) * BLOCK_N
+        tags = tl.load(PART_TAGS + part_lo + t - n_full, mask=not full, other=0)
+        qk = tl.dot(q, k_desc.load([start_n, 0]).T, input_precision=DOT_PRECISION)
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        keep = full | MASK(offs_m[:, None], offs_n[None, :], Q_OFFSET, PARAMS, tags, ROWS=BLOCK_M, COLS=BLOCK_N,
+                           RANDOM_SLOTS=RANDOM_SLOTS)
+        if not EVEN_N:
+            keep = keep & (offs_n[None, :] < KV_LEN)
+        qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+        alpha = tl.math.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = v_desc.load([start_n, 0])
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _descriptor(X, LEN, stride_m, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+    """A TMA descriptor of the [LEN, HEAD_DIM] matrix at X (rows stride_m apart, contiguous), made
+    in the kernel, tiles of BLOCK rows; zeros past LEN. (Triton's warp-specialized loop hangs on
+    host-made descriptors; these need the launch's global scratch, 128 bytes each.)"""
+    return tl.make_tensor_descriptor(X, shape=[LEN, HEAD_DIM], strides=[stride_m, 1], block_shape=[BLOCK, HEAD_DIM])
+
+
 @triton.jit(do_not_specialize=LENGTHS)
 def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
              ORDER, HEAVY,
@@ -207,7 +260,7 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
              H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale, SPLITS, stride_os, stride_ls,
              MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
              BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
-             PACK: tl.constexpr):
+             PACK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr = False):
     """Forward: one program per (query block, batch x head) computes O and LSE of its rows.
     PACK = GROUP (GQA): a program takes the query block of every head of one kv head's group,
     its tile's rows interleaved (row r: head r % PACK, query r // PACK of a block of
@@ -216,7 +269,8 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
     tiles, each writing its part's normalized O and LSE at O + split * stride_os and
     LSE + split * stride_ls, merged afterwards through the log-sum-exp (patternc.ops.launch)."""
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM and BLOCK_M % PACK == 0)
-    qb, rest = _scheduled(Q_LEN, BLOCK_M // PACK, ORDER, HEAVY)
+    tl.static_assert(not WARP_SPECIALIZE or (PACK == 1 and D_PAD == HEAD_DIM and K_DESC is None and V_DESC is None))
+    qb, rest = _scheduled(Q_LEN, BLOCK_M // PACK, ORDER, HEAVY, BRANCHLESS=WARP_SPECIALIZE)
     split = rest % SPLITS
     off_bh = rest // SPLITS  # (batch, head), or (batch, kv head) when packed
     off_b = off_bh // (H // PACK)
@@ -225,8 +279,12 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
         off_hk = off_h // GROUP
         start_m = qb * BLOCK_M
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
-                  HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
+        if WARP_SPECIALIZE:  # Q through the TMA too: Triton's pass gives up on a pointer load of it
+            q = _descriptor(_head(Q, off_b, off_h, stride_qb, stride_qh), Q_LEN, stride_qm, HEAD_DIM=HEAD_DIM,
+                            BLOCK=BLOCK_M).load([start_m, 0])
+        else:
+            q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
+                      HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
     else:
         off_hk = off_bh % (H // PACK)
         r = tl.arange(0, BLOCK_M)
@@ -246,16 +304,23 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
     n_full = full_hi - full_lo
     lo = split * (n_full + part_hi - part_lo) // SPLITS
     hi = (split + 1) * (n_full + part_hi - part_lo) // SPLITS
-    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
-                               full_lo + tl.minimum(lo, n_full), full_lo + tl.minimum(hi, n_full), offs_m,
-                               stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
-                               MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
-                               BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
-    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, PART_INDICES, PART_TAGS,
-                               part_lo + tl.maximum(lo - n_full, 0), part_lo + tl.maximum(hi - n_full, 0), offs_m,
-                               stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
-                               MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
-                               BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+    if WARP_SPECIALIZE:
+        acc, l_i, m_i = _fwd_row_ws(acc, l_i, m_i, q, _descriptor(K, KV_LEN, stride_kn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N),
+                                    _descriptor(V, KV_LEN, stride_vn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N),
+                                    FULL_INDICES, PART_INDICES, PART_TAGS, full_lo, n_full, part_lo, lo, hi, offs_m,
+                                    KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK=MASK, EVEN_N=EVEN_N, BLOCK_M=BLOCK_M,
+                                    BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+    else:
+        acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
+                                   full_lo + tl.minimum(lo, n_full), full_lo + tl.minimum(hi, n_full), offs_m,
+                                   stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                                   MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
+                                   BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+        acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, PART_INDICES, PART_TAGS,
+                                   part_lo + tl.maximum(lo - n_full, 0), part_lo + tl.maximum(hi - n_full, 0), offs_m,
+                                   stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                                   MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
+                                   BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
     # Rows that attended nothing: O = 0 and LSE = -inf.
     empty = l_i == 0.0
     l_use = tl.where(empty, 1.0, l_i)

@@ -10,13 +10,16 @@ CUtensorMap at each launch; the C launch function then asks the driver about eve
 as plain addresses, and the C launch function Triton built for the kernel. Per launch it
 puts in the call's tensors, and for each `Tma` the encoded descriptor, cached by address
 (the geometry fixes the tensor's shape, strides, dtype and tile, so the address is all that
-varies), and calls the C function. Wherever Triton's internals are not as this module
-expects (another Triton version, a launch hook such as a profiler's, scratch memory), it
-launches through Triton's runner, as `triton_args` describes.
+varies), and for a kernel that needs global scratch (descriptors made in the kernel) a
+buffer from torch's allocator, and calls the C function. Wherever Triton's internals are
+not as this module expects (another Triton version, a launch hook such as a profiler's,
+profiling scratch), it launches through Triton's runner, as `triton_args` describes, inside
+`scratch` (which lends that runner torch's allocator for the launch).
 """
 
 from __future__ import annotations
 
+import contextvars
 import types
 from typing import NamedTuple
 
@@ -40,6 +43,27 @@ def triton_args(values: dict) -> dict:
 
 def _triton_arg(value):
     return descriptor(value.tensor, list(value.block)) if isinstance(value, Tma) else value
+
+
+def scratch(launch, *args, **kwargs):
+    """``launch(*args, **kwargs)`` with torch's allocator as Triton's for global scratch, which a
+    kernel that makes its descriptors needs (Triton's default raises). Set in a copy of the
+    caller's context (`contextvars`): an allocator the caller set elsewhere stays theirs."""
+    return contextvars.copy_context().run(_with_torch_allocator, launch, args, kwargs)
+
+
+def _with_torch_allocator(launch, args, kwargs):
+    import triton
+
+    triton.set_allocator(_torch_buffer)
+    return launch(*args, **kwargs)
+
+
+def _torch_buffer(size: int, alignment: int, stream) -> torch.Tensor:
+    """Scratch from torch's caching allocator (blocks are 512-byte aligned), on the current
+    stream, which the launch runs on: freed after it, reused only by work ordered after it.
+    (`_c_launch` leaves kernels that want a coarser alignment to Triton's runner.)"""
+    return torch.empty(size, dtype=torch.uint8, device="cuda")
 
 
 class Prepared:
@@ -73,8 +97,9 @@ class Prepared:
         if len(values) != len(types_):
             return self._unprepared()
         self.flat, self.places = flat, [places[s] for s in slots]
-        self.head = (compiled.function, runner.launch_cooperative_grid, runner.launch_pdl, None, None,
-                     compiled.packed_metadata, None, None, None)
+        self.head = (compiled.function, runner.launch_cooperative_grid, runner.launch_pdl)
+        self.tail = (None, compiled.packed_metadata, None, None, None)  # profile scratch, metadata, hooks
+        self.scratch = runner.global_scratch_size * runner.num_ctas  # bytes per program
         self.device = torch.cuda.current_device()
 
     def _unprepared(self):
@@ -86,7 +111,7 @@ class Prepared:
             values = self.values.copy()
             for slot, value in zip(self.slots, tensors):
                 values[slot] = _triton_arg(value)
-            self.compiled[(programs, 1, 1)](*values)
+            scratch(self.compiled[(programs, 1, 1)], *values)
             return
         args = self.flat.copy()
         for (at, width, encoded, meta), value in zip(self.places, tensors):
@@ -100,9 +125,9 @@ class Prepared:
                     encoded.clear()
                 code = encoded[address] = _encode(value, meta)
             args[at:at + width] = code
-        function, cooperative, pdl, *rest = self.head
-        self.c_launch(programs, 1, 1, torch._C._cuda_getCurrentRawStream(self.device), function, cooperative,
-                      pdl, *rest, *args)
+        buffer = _torch_buffer(programs * self.scratch, 1, None) if self.scratch else None
+        self.c_launch(programs, 1, 1, torch._C._cuda_getCurrentRawStream(self.device), *self.head, buffer, *self.tail,
+                      *args)
 
 
 def _encode(value: Tma, meta) -> list:
@@ -123,12 +148,12 @@ def _hooked() -> bool:
 def _c_launch(compiled):
     """The C launch function Triton built for ``compiled`` (under the Python wrapper that encodes
     descriptors), or None where this Triton is not laid out as 3.6 is, or the kernel needs
-    scratch memory, which Triton's launcher allocates. (Launch hooks are checked per launch.)"""
+    profiling scratch. (Launch hooks are checked per launch.)"""
     if not _known_triton():
         return None
     try:
         runner = compiled.run
-        if runner.global_scratch_size or runner.profile_scratch_size:
+        if runner.profile_scratch_size or runner.global_scratch_align > 512:
             return None
         launch = runner.launch
         if isinstance(launch, types.FunctionType):  # Triton's descriptor wrapper: the C function is its `launcher`

@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+from dataclasses import replace
 
 import torch
 
 from ..kernels import cache, parallel
-from ..kernels.prepared import Prepared, Tma, triton_args
+from ..kernels.prepared import Prepared, Tma, scratch, triton_args
 from ..plan import KernelPlan
 
 LOG2E = 1.4426950408889634
@@ -79,7 +80,7 @@ def _launch(kernel, programs: int, plan: KernelPlan, geometry: tuple, tensors: d
     prepared = plan.launches.get(key)
     if prepared is None:
         every = {**tensors, **args()}
-        compiled = kernel[(programs,)](**triton_args(every))
+        compiled = scratch(kernel[(programs,)], **triton_args(every))
         slots = [kernel.arg_names.index(name) for name in tensors]
         if len(plan.launches) >= LAUNCHES_PER_PLAN:
             plan.launches.clear()
@@ -116,6 +117,14 @@ def _tma_ok(t: torch.Tensor) -> bool:
 @functools.lru_cache(maxsize=256)
 def _tma_shape_ok(shape, strides, size: int) -> bool:
     return strides[-1] == 1 and all(n > 0 for n in shape) and all(s > 0 and s * size % 16 == 0 for s in strides[:-1])
+
+
+def _warp_specialized(plan: KernelPlan, cfg, q, k, v) -> bool:
+    """The forward runs its warp-specialized loop (`TileConfig.warp_specialize`), which loads Q, K
+    and V through descriptors it makes: where the plan asks for it and the TMA can address them."""
+    use = plan.hopper if TMA is None else TMA
+    return bool(cfg.warp_specialize and use and plan.pack == 1 and plan.d_pad == plan.head_dim
+                and all(_tma_ok(t) for t in (q, k, v)))
 
 
 def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
@@ -183,14 +192,18 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
     lay, cfg = plan.fwd_layout, plan.fwd
     splits = 1 if parts is None else parts[0].shape[0]
     o, ls = (out, lse) if parts is None else parts
-    k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
-    geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, scale, splits, _dot_precision(plan))
+    specialize = _warp_specialized(plan, cfg, q, k, v)
+    if cfg.warp_specialize and not specialize:  # tensors the TMA cannot address: the plain loops, 8 warps
+        cfg = replace(cfg, num_warps=max(cfg.num_warps, 8))
+    k_desc, v_desc = (None, None) if specialize else _descriptors(plan, cfg.block_n, k, v)
+    geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, specialize, scale, splits, _dot_precision(plan))
     calls = [(flash.attn_fwd, lay.num_q_blocks * B * H // plan.pack * splits, geometry,
               dict(Q=q, K=k, V=v, O=o, LSE=ls, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
                   **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
                   **_strides("v", v, "bhnd"), **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H,
                   GROUP=H // k.shape[1], qk_scale=scale * LOG2E, SPLITS=splits,
                   stride_ls=ls.view(splits, B * H * Lq).stride(0), PACK=plan.pack, MASK=mask,
+                  WARP_SPECIALIZE=specialize,
                   **_common(plan, q, cfg)))]
     if parts is not None:
         calls.append((flash.attn_merge, B * H * Lq, geometry, dict(PARTS=o, PART_LSE=ls, O=out, LSE=lse),
