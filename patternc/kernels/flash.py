@@ -212,7 +212,7 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
 
 @triton.jit
 def _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, PART_TAGS, full_lo, n_full, part_lo,
-                lo, hi, offs_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK: tl.constexpr, EVEN_N: tl.constexpr,
+                lo, hi, start_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK: tl.constexpr, EVEN_N: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
                 DOT_PRECISION: tl.constexpr):
     """`_fwd_tiles` over tiles [lo, hi) of the row's full list then its partial list, in ONE loop
@@ -220,8 +220,11 @@ def _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, PA
     (``k_desc``, ``v_desc``: this head's [KV_LEN, D] descriptors) and two consumer warpgroups
     compute, each on half of the tile's rows. The pass gives up on a function with a second
     loop, so full tiles go through the same loop and pass the pattern's mask (their `full`
-    flag keeps every pair); the MASK of a single-term pattern does not branch on TAGS."""
+    flag keeps every pair); the MASK of a single-term pattern does not branch on TAGS.
+    The rows' indices are made in the loop: Triton 3.6 gives both consumers the first one's
+    rows where they come from outside it (causal was wrong on every tile's second half)."""
     for t in tl.range(lo, hi, warp_specialize=True):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
         full = t < n_full
         start_n = tl.where(full, tl.load(FULL_INDICES + full_lo + t, mask=full, other=0),
                            tl.load(PART_INDICES + part_lo + t - n_full, mask=not full, other=0)) * BLOCK_N
@@ -307,7 +310,7 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
     if WARP_SPECIALIZE:
         acc, l_i, m_i = _fwd_row_ws(acc, l_i, m_i, q, _descriptor(K, KV_LEN, stride_kn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N),
                                     _descriptor(V, KV_LEN, stride_vn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N),
-                                    FULL_INDICES, PART_INDICES, PART_TAGS, full_lo, n_full, part_lo, lo, hi, offs_m,
+                                    FULL_INDICES, PART_INDICES, PART_TAGS, full_lo, n_full, part_lo, lo, hi, start_m,
                                     KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK=MASK, EVEN_N=EVEN_N, BLOCK_M=BLOCK_M,
                                     BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
     else:
