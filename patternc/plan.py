@@ -228,8 +228,9 @@ def packing(cfg: TileConfig, group: int) -> int:
     """Query heads per forward program. With GQA (``group`` query heads per kv head) one program
     takes a query block of the whole group, so K/V tiles are read once per group instead of once
     per head: the win of decoding, where a head's few query rows use a sliver of each tile. The
-    tile's rows are then ``block_m // group`` queries of each head; at least 16 of them."""
-    return group if group > 1 and cfg.block_m % group == 0 and cfg.block_m // group >= 16 else 1
+    tile's rows are then ``block_m // group`` queries of each head; at least 16 of them. Not in
+    the warp-specialized forward, which loads a head's rows through a descriptor."""
+    return group if group > 1 and not cfg.warp_specialize and cfg.block_m % group == 0 and cfg.block_m // group >= 16 else 1
 
 
 def plan_for(pattern: Pattern, q_len: int, kv_len: int, q_offset: int | None, device: torch.device,

@@ -212,7 +212,7 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
 
 @triton.jit
 def _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, PART_TAGS, full_lo, n_full, part_lo,
-                lo, hi, start_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK: tl.constexpr, EVEN_N: tl.constexpr,
+                lo, hi, offs_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK: tl.constexpr, EVEN_N: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
                 DOT_PRECISION: tl.constexpr):
     """`_fwd_tiles` over tiles [lo, hi) of the row's full list then its partial list, in ONE loop
@@ -221,10 +221,8 @@ def _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, PA
     compute, each on half of the tile's rows. The pass gives up on a function with a second
     loop, so full tiles go through the same loop and pass the pattern's mask (their `full`
     flag keeps every pair); the MASK of a single-term pattern does not branch on TAGS.
-    The rows' indices are made in the loop: Triton 3.6 gives both consumers the first one's
-    rows where they come from outside it (causal was wrong on every tile's second half)."""
+    ``offs_m``: the tile's rows."""
     for t in tl.range(lo, hi, warp_specialize=True):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
         full = t < n_full
         start_n = tl.where(full, tl.load(FULL_INDICES + full_lo + t, mask=full, other=0),
                            tl.load(PART_INDICES + part_lo + t - n_full, mask=not full, other=0)) * BLOCK_N
@@ -283,8 +281,12 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
         start_m = qb * BLOCK_M
         offs_m = start_m + tl.arange(0, BLOCK_M)
         if WARP_SPECIALIZE:  # Q through the TMA too: Triton's pass gives up on a pointer load of it
+            # The row is max(start_m, 0), not start_m: the pass splits the tile's rows between two
+            # consumers, gives the second this coordinate + 64, and then also uses it for any
+            # `start_m + tl.arange` (shifted twice: rows 64-127 became 128-191). Another value
+            # than start_m keeps the row indices out of it.
             q = _descriptor(_head(Q, off_b, off_h, stride_qb, stride_qh), Q_LEN, stride_qm, HEAD_DIM=HEAD_DIM,
-                            BLOCK=BLOCK_M).load([start_m, 0])
+                            BLOCK=BLOCK_M).load([tl.maximum(start_m, 0), 0])
         else:
             q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
                       HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
@@ -310,7 +312,7 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
     if WARP_SPECIALIZE:
         acc, l_i, m_i = _fwd_row_ws(acc, l_i, m_i, q, _descriptor(K, KV_LEN, stride_kn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N),
                                     _descriptor(V, KV_LEN, stride_vn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N),
-                                    FULL_INDICES, PART_INDICES, PART_TAGS, full_lo, n_full, part_lo, lo, hi, start_m,
+                                    FULL_INDICES, PART_INDICES, PART_TAGS, full_lo, n_full, part_lo, lo, hi, offs_m,
                                     KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK=MASK, EVEN_N=EVEN_N, BLOCK_M=BLOCK_M,
                                     BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
     else:
