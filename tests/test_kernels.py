@@ -106,15 +106,17 @@ def test_tensor_descriptor_path(monkeypatch, d, dtype):
 
 @pytest.mark.parametrize("splits", [1, 3])
 def test_warp_specialized_forward_walks_both_lists_in_one_loop(monkeypatch, splits):
-    """fwd_warp_specialize: one loop over a row's full then partial tiles (full tiles mask with
-    TAGS 0), Q/K/V through descriptors; the interpreter ignores the specialization itself and
-    checks the loop: unions (tags), ragged key tiles, Lq != Lk, rows that attend nothing, splits."""
+    """fwd_warp_specialize: one loop over a row's full then partial tiles, the single-term mask on
+    every tile, Q/K/V through descriptors made in the kernel; the interpreter ignores the
+    specialization itself and checks the loop: ragged key tiles, Lq != Lk, rows that attend
+    nothing, a query offset, GQA (no packing there), splits; a union takes the plain loops."""
     monkeypatch.setattr(launch, "TMA", True)
     monkeypatch.setattr(launch, "SPLITS", splits)
     options = dict(fwd_block_m=32, fwd_block_n=32, fwd_warp_specialize=1)
-    run_case("global(0:40) + window(3) + random(2, block=8)", lq=45, lk=70, hq=2, block=None, options=options)
+    run_case("window(left=20, right=3)", lq=45, lk=70, hq=4, hkv=2, block=None, options=options)
     run_case("causal", lq=70, lk=37, block=None, options=options)
-    run_case("(global(0:3) + window(left=20, right=0)) & causal", lq=50, lk=50, block=None, options=options)
+    run_case("random(2, block=8)", lq=64, lk=64, block=None, options=options, q_offset=5)
+    run_case("global(0:40) + window(3) + random(2, block=8)", lq=45, lk=70, block=None, options=options)
 
 
 @pytest.mark.parametrize("hq, hkv, block", [(4, 2, (32, 32)), (8, 2, (64, 32))])

@@ -38,6 +38,7 @@ class KernelSource:
     digest: str
     structure: str
     scalars: int  # PARAMS scalar slots (the tables follow them)
+    tagged: bool  # the mask reads TAGS: a union or intersection at the root (else one term, true on full tiles)
 
     @property
     def module_name(self) -> str:
@@ -156,7 +157,7 @@ def generate(root: Node) -> KernelSource:
         "",
     ])
     digest = hashlib.sha256(f"codegen v{GENERATOR_VERSION}\n{text}".encode()).hexdigest()
-    return KernelSource(text, digest, shape, emitter.size)
+    return KernelSource(text, digest, shape, emitter.size, len(top_terms(root)) > 1)
 
 
 def params(ctx: Resolved) -> torch.Tensor:

@@ -211,26 +211,24 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
 
 
 @triton.jit
-def _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, PART_TAGS, full_lo, n_full, part_lo,
-                lo, hi, offs_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK: tl.constexpr, EVEN_N: tl.constexpr,
+def _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, lo, hi,
+                offs_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK: tl.constexpr, EVEN_N: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
                 DOT_PRECISION: tl.constexpr):
     """`_fwd_tiles` over tiles [lo, hi) of the row's full list then its partial list, in ONE loop
     that Triton's Hopper pass warp-specializes: a producer warp issues the TMA loads of K and V
     (``k_desc``, ``v_desc``: this head's [KV_LEN, D] descriptors) and two consumer warpgroups
-    compute, each on half of the tile's rows. The pass gives up on a function with a second
-    loop, so full tiles go through the same loop and pass the pattern's mask (their `full`
-    flag keeps every pair); the MASK of a single-term pattern does not branch on TAGS.
-    ``offs_m``: the tile's rows."""
+    compute, each on half of the tile's rows (``offs_m``). The pass gives up on a function with
+    a second loop, or with a branch in this one, so every tile evaluates MASK: only for a
+    single-term pattern (no TAGS), which holds on every pair of a full tile."""
     for t in tl.range(lo, hi, warp_specialize=True):
         full = t < n_full
         start_n = tl.where(full, tl.load(FULL_INDICES + full_lo + t, mask=full, other=0),
                            tl.load(PART_INDICES + part_lo + t - n_full, mask=not full, other=0)) * BLOCK_N
-        tags = tl.load(PART_TAGS + part_lo + t - n_full, mask=not full, other=0)
         qk = tl.dot(q, k_desc.load([start_n, 0]).T, input_precision=DOT_PRECISION)
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        keep = full | MASK(offs_m[:, None], offs_n[None, :], Q_OFFSET, PARAMS, tags, ROWS=BLOCK_M, COLS=BLOCK_N,
-                           RANDOM_SLOTS=RANDOM_SLOTS)
+        keep = MASK(offs_m[:, None], offs_n[None, :], Q_OFFSET, PARAMS, 0, ROWS=BLOCK_M, COLS=BLOCK_N,
+                    RANDOM_SLOTS=RANDOM_SLOTS)
         if not EVEN_N:
             keep = keep & (offs_n[None, :] < KV_LEN)
         qk = tl.where(keep, qk, float("-inf"))
@@ -312,7 +310,7 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
     if WARP_SPECIALIZE:
         acc, l_i, m_i = _fwd_row_ws(acc, l_i, m_i, q, _descriptor(K, KV_LEN, stride_kn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N),
                                     _descriptor(V, KV_LEN, stride_vn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N),
-                                    FULL_INDICES, PART_INDICES, PART_TAGS, full_lo, n_full, part_lo, lo, hi, offs_m,
+                                    FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, lo, hi, offs_m,
                                     KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK=MASK, EVEN_N=EVEN_N, BLOCK_M=BLOCK_M,
                                     BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
     else:
