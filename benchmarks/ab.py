@@ -24,6 +24,7 @@ ROWS = {  # name: (pattern, B, Hq, Hkv, D)
     **{name: (text, 2, 16, 16, 128) for name, text in PATTERNS.items()},
     "P2gqa": (PATTERNS["P2"], 2, 16, 4, 64),
     "causal64": (PATTERNS["causal"], 2, 16, 16, 64),
+    "causalgqa": (PATTERNS["causal"], 2, 16, 4, 128),
     "lecture": ("global(first, eos) + window(3) + random(2)", 2, 16, 16, 128),
 }
 

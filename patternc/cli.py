@@ -79,15 +79,18 @@ def _cmd_compile(args) -> int:
     pattern = _read_pattern(args)
     import torch
 
+    from .ir import top_terms
     from .plan import tiles_and_layout
 
     options = {k: v for k, v in (("block_m", args.block_m), ("block_n", args.block_n)) if v is not None}
+    terms = top_terms(pattern.resolve(args.seq_len, args.kv_len, None, optimized=True).root)
     fwd, bwd, lay = tiles_and_layout(lambda m, n: pattern.layout(args.seq_len, args.kv_len, m, n), args.device,
-                                     getattr(torch, args.dtype), args.head_dim, options)
+                                     getattr(torch, args.dtype), args.head_dim, options, single_term=len(terms) == 1)
     tiles = lay.num_q_blocks * lay.num_kv_blocks
     out = sys.stderr if args.emit == "-" else sys.stdout  # keep stdout for the source
     print(f"pattern   {pattern}", file=out)
-    print(f"kernels   {args.device} {args.dtype} D={args.head_dim}: forward tiles {fwd.block_m}x{fwd.block_n}, "
+    print(f"kernels   {args.device} {args.dtype} D={args.head_dim}: forward tiles {fwd.block_m}x{fwd.block_n}"
+          f"{' (warp-specialized)' if fwd.warp_specialize else ''}, "
           f"backward tiles {bwd.block_m}x{bwd.block_n}", file=out)
     print(f"lengths   q_len={lay.q_len} kv_len={lay.kv_len}; forward grid {lay.num_q_blocks} x {lay.num_kv_blocks} "
           f"= {tiles} tiles", file=out)

@@ -20,6 +20,7 @@ from typing import TypedDict
 import torch
 
 from .errors import PatterncError, require_int
+from .ir import top_terms
 from .kernels.emit import KernelSource, generate, params
 from .layout import BlockLayout, build_layout
 from .pattern import Pattern
@@ -64,6 +65,9 @@ class TileConfig:
     warp_specialize: int = 0  # forward only, 1: one loop that Triton splits into producer and consumer warps
 
 
+WARP_SPECIALIZED = TileConfig(128, 128, 4, 2, warp_specialize=1)  # the one shape Triton 3.6 computes right
+
+
 def _caps_registers(name: str) -> bool:
     """The option is a register cap (``max_registers``, with or without a pass prefix)."""
     return name.endswith("max_registers")
@@ -86,7 +90,7 @@ def check_options(options: dict) -> Options:
 
 
 def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None,
-                 dense: bool = False) -> tuple[TileConfig, TileConfig]:
+                 dense: bool = False, specialized: bool = False) -> tuple[TileConfig, TileConfig]:
     """(forward, backward) tiles for a device type, dtype and head dim, then the options.
 
     CUDA, fp16/bf16, D <= 128: the best of a sweep on an H100 (benchmarks/tune_tiles.py) with
@@ -103,9 +107,16 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
     as before; results/2026-11-26-ab-v10-max-registers-h100.md). Not at D=128 (P2's forward,
     215 registers, spills and slows down under the cap: +3%), nor for the backward (dK/dV
     needs ~210-250 and spills).
+    ``specialized`` (or the option ``fwd_warp_specialize=1``), at D=128: the warp-specialized
+    forward, `WARP_SPECIALIZED` (see `tiles_and_layout`). On a GPU it runs only there: at
+    other tile shapes or warps Triton 3.6 partitions it and computes NaN (benchmarks/
+    ws_probe.py), and fp32 or other head dims were never measured; the options may not ask
+    for it elsewhere.
     fp32 or D > 128: smaller tiles that fit shared memory (golden-tested, untuned). The
     interpreter (CPU): 32x32, which keeps its numpy work small.
     """
+    options = options or {}
+    specialized = bool(options.get("fwd_warp_specialize", specialized))
     if device_type != "cuda":
         fwd = bwd = TileConfig(32, 32)
     elif head_dim > 128 and dtype == torch.float32:
@@ -114,8 +125,8 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
         fwd, bwd = TileConfig(64, 32, 4, 2), TileConfig(32, 32, 4, 1)
     else:
         wide = dense and head_dim > 64  # at D=64 the 128x128 forward was 20% slower on causal 16K
-        fwd, bwd = TileConfig(128, 128, 8, 2) if wide else TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2)
-    options = options or {}
+        fwd = TileConfig(128, 128, 8, 2) if wide else TileConfig(64, 64, 4, 2)
+        fwd, bwd = WARP_SPECIALIZED if specialized and head_dim == 128 else fwd, TileConfig(64, 64, 4, 2)
     shared = {k: v for k, v in options.items() if not k.startswith(("fwd_", "bwd_"))}
     fwd, bwd = (replace(cfg, **{**shared, **{k[4:]: v for k, v in options.items() if k.startswith(prefix)}})
                 for cfg, prefix in ((fwd, "fwd_"), (bwd, "bwd_")))
@@ -123,6 +134,12 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
             and (fwd.block_m, fwd.block_n, fwd.num_warps) == (64, 64, 4)
             and not any(_caps_registers(name) for name in options)):
         fwd = replace(fwd, max_registers=THREE_PROGRAMS)  # sized for this tile: not for the options' others
+    if (device_type == "cuda" and fwd.warp_specialize
+            and (fwd != WARP_SPECIALIZED or head_dim != 128 or dtype == torch.float32)):
+        raise PatterncError(f"fwd_warp_specialize runs only at head dim 128, fp16 or bf16, with 128x128 forward tiles, "
+                            f"4 warps, 2 stages and no register cap (got {fwd.block_m}x{fwd.block_n}, {fwd.num_warps} "
+                            f"warps, {fwd.num_stages} stages, cap {fwd.max_registers}, D={head_dim}, "
+                            f"{str(dtype).removeprefix('torch.')}): Triton 3.6 computes NaN in other shapes")
     return fwd, bwd
 
 
@@ -137,19 +154,34 @@ def is_dense(layout: BlockLayout) -> bool:
             and layout.num_partial <= 0.01 * tiles)
 
 
+def long_rows(layout: BlockLayout) -> bool:
+    """At least 32 query blocks with rows of at least 32 tiles on average, at most 5% partial
+    (causal and `all` from 4K tokens at 64x64 tiles; not P3's 1K-key window): where the
+    warp-specialized forward pays, for a pattern of one term (A/B on an H100, D=128: forward
+    causal 4K -12%, 16K -8%, `all` 4K -19%, 16K -16%; P3 4K -2%, 16K +5%:
+    results/2026-11-26-ab-v12-ws-h100.md)."""
+    tiles = layout.num_full + layout.num_partial
+    return (layout.num_q_blocks >= 32 and tiles >= 32 * layout.num_q_blocks
+            and layout.num_partial <= 0.05 * tiles)
+
+
 def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None,
-                     group: int = 1, hopper: bool = True) -> tuple[TileConfig, TileConfig, BlockLayout]:
+                     group: int = 1, hopper: bool = True,
+                     single_term: bool = False) -> tuple[TileConfig, TileConfig, BlockLayout]:
     """`choose_tiles` with the layout's say: (forward, backward, forward layout), where
     ``layout_at(block_m, block_n)`` builds the layout at a tile (its rows: ``block_m // pack``
     queries, see `packing`). Options that set any forward tile setting (size, warps, stages)
-    leave it to them; a register cap does not. The dense tiles need Hopper's shared memory
-    (``hopper``: the GPU is sm_90 or newer)."""
+    leave it to them; a register cap does not. The bigger tiles need Hopper (``hopper``: the
+    GPU is sm_90 or newer): the warp-specialized forward for a ``single_term`` pattern (no
+    union or intersection at the root) with `long_rows`, else the dense tiles where `is_dense`."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
     layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
     forward_tile = [name for name in options if not name.startswith("bwd_") and not _caps_registers(name)]
-    if hopper and is_dense(layout) and not forward_tile:
-        dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True)
+    capped = any(_caps_registers(name) and value and not name.startswith("bwd_") for name, value in options.items())
+    specialized = single_term and head_dim == 128 and long_rows(layout) and not capped
+    if hopper and (specialized or is_dense(layout)) and not forward_tile:
+        dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True, specialized=specialized)
         if dense != fwd:
             fwd, layout = dense, layout_at(dense.block_m // packing(dense, group), dense.block_n)
     return fwd, bwd, layout
@@ -259,7 +291,8 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
         return layouts[block_m, block_n]
 
     hopper = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
-    fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, hopper)
+    fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, hopper,
+                                     single_term=len(top_terms(ctx.root)) == 1)
     back = layout_at(bwd.block_m, bwd.block_n)
     rows = lay.full.counts + lay.partial.counts
     tables = (lay, back, params(ctx), Schedule.of(rows), Schedule.of(back.full.counts + back.partial.counts),

@@ -15,7 +15,9 @@ import patternc
 from helpers import PATTERNS, block_classes, dense_attention, rel_err, run_case
 from patternc.kernels import emit
 from patternc.errors import PatterncError
-from patternc.plan import KernelPlan, Schedule, check_options, choose_tiles, plan_for, tiles_and_layout
+from patternc.ir import top_terms
+from patternc.plan import (WARP_SPECIALIZED, KernelPlan, Schedule, check_options, choose_tiles, plan_for,
+                           tiles_and_layout)
 
 PACKAGE = Path(patternc.__file__).parent
 REPO = PACKAGE.parent
@@ -214,26 +216,46 @@ def test_forward_registers_are_capped_for_three_programs_per_multiprocessor_at_s
 
 
 @pytest.mark.parametrize("text,n,options,tile", [
-    ("causal", 16384, {}, (128, 128, 8)),  # 0.8% of its 64x64 tiles partial, rows of 128 tiles on average
-    ("all", 8192, {}, (128, 128, 8)),
-    ("all", 4096, {}, (64, 64, 4)),  # 64 query blocks
-    ("causal", 64 * 1024 + 16, {}, (128, 128, 8)),
-    ("causal", 4096, {}, (64, 64, 4)),  # 3% partial
-    ("(global(0:4) + window(left=4095, right=0)) & causal", 16384, {}, (64, 64, 4)),  # 3% partial
-    ("causal", 16384, {"num_stages": 2}, (64, 64, 4)),  # a forward option: the options decide
-    ("causal", 16384, {"bwd_block_m": 32}, (128, 128, 8)),
-    ("causal", 16384, {"max_registers": 0}, (128, 128, 8)),  # a register cap is not a tile setting
+    ("causal", 16384, {}, (128, 128, 4, 1)),  # one term, 0.8% of its 64x64 tiles partial: warp-specialized
+    ("all", 8192, {}, (128, 128, 4, 1)),
+    ("all", 4096, {}, (128, 128, 4, 1)),  # 64 query blocks of 64 tiles
+    ("all", 1024, {}, (64, 64, 4, 0)),  # 16 query blocks
+    ("window(left=1023, right=0)", 16384, {}, (64, 64, 4, 0)),  # rows of 17 tiles
+    ("causal", 64 * 1024 + 16, {}, (128, 128, 4, 1)),
+    ("causal", 4096, {}, (128, 128, 4, 1)),  # 3% partial
+    ("(global(0:4) + window(left=4095, right=0)) & causal", 16384, {}, (64, 64, 4, 0)),  # 3% partial, two terms
+    ("causal", 16384, {"num_stages": 2}, (64, 64, 4, 0)),  # a forward option: the options decide
+    ("causal", 16384, {"fwd_warp_specialize": 0}, (64, 64, 4, 0)),
+    ("causal", 16384, {"bwd_block_m": 32}, (128, 128, 4, 1)),
+    ("causal", 16384, {"max_registers": 0}, (128, 128, 4, 1)),  # a register cap is not a tile setting
+    ("causal", 16384, {"fwd_max_registers": 200}, (128, 128, 8, 0)),  # but the warp-specialized tile takes none
 ])
-def test_dense_layouts_take_bigger_forward_tiles(text, n, options, tile):
+def test_bigger_forward_tiles_where_rows_are_long(text, n, options, tile):
     pattern = patternc.parse(text)
-    fwd, bwd, lay = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, 128, options)
-    assert (fwd.block_m, fwd.block_n, fwd.num_warps) == tile and (lay.block_m, lay.block_n) == tile[:2]
+    single = len(top_terms(pattern.optimized)) == 1
+    fwd, bwd, lay = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, 128, options,
+                                     single_term=single)
+    assert (fwd.block_m, fwd.block_n, fwd.num_warps, fwd.warp_specialize) == tile
+    assert (lay.block_m, lay.block_n) == tile[:2]
     if not options:  # D=64 keeps 64x64 tiles, and so does a GPU older than Hopper
         for head_dim, hopper in ((64, True), (128, False)):
             fwd, _, _ = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, head_dim,
-                                         hopper=hopper)
-            assert (fwd.block_m, fwd.block_n) == (64, 64)
+                                         hopper=hopper, single_term=single)
+            assert (fwd.block_m, fwd.block_n, fwd.warp_specialize) == (64, 64, 0)
     assert (bwd.block_m, bwd.block_n) == (options.get("bwd_block_m", 64), 64)
+
+
+@pytest.mark.parametrize("options,dtype,head_dim", [
+    ({"fwd_warp_specialize": 1, "fwd_block_m": 64}, torch.bfloat16, 128),
+    ({"fwd_warp_specialize": 1, "fwd_num_warps": 8}, torch.bfloat16, 128),
+    ({"fwd_warp_specialize": 1}, torch.float32, 128),
+    ({"fwd_warp_specialize": 1}, torch.float16, 64),
+])
+def test_warp_specialized_forward_only_where_triton_computes_it(options, dtype, head_dim):
+    with pytest.raises(PatterncError, match="fwd_warp_specialize runs only at head dim 128"):
+        choose_tiles("cuda", dtype, head_dim, options)
+    assert choose_tiles("cuda", torch.bfloat16, 128, {"fwd_warp_specialize": 1})[0] == WARP_SPECIALIZED
+    assert choose_tiles("cpu", dtype, head_dim, options)[0].warp_specialize == 1  # the interpreter runs any tile
 
 
 def test_schedule_takes_heavy_blocks_first_and_the_rest_in_order():
