@@ -42,18 +42,20 @@ def test_examples_long_bf16(example, n):
     run_case(_example(example), lq=n, d=128, hq=1, dtype=torch.bfloat16, block=None)
 
 
-@pytest.mark.parametrize("pattern,n,d,hq,hkv,dtype", [("causal", 16384, 128, 1, 1, "bf16"),
-                                                      ("all", 8192, 128, 2, 1, "bf16"),
-                                                      ("all", 8192, 96, 1, 1, "fp16")])
-def test_dense_layouts_with_128x128_forward_tiles(pattern, n, d, hq, hkv, dtype):
-    """Dense layouts take 128x128, 8-warp forward tiles (`plan.is_dense`), packed GQA included."""
+@pytest.mark.parametrize("pattern,n,d,hq,hkv,dtype,tile", [("causal", 16384, 128, 1, 1, "bf16", (4, 1, 1)),
+                                                           ("all", 8192, 128, 2, 1, "bf16", (4, 1, 1)),
+                                                           ("all", 8192, 96, 2, 1, "fp16", (8, 0, 2))])
+def test_dense_layouts_with_128x128_forward_tiles(pattern, n, d, hq, hkv, dtype, tile):
+    """Long rows take 128x128 forward tiles: warp-specialized (4 warps, `plan.long_rows`) at D=128,
+    else 8 warps (`plan.is_dense`), packed GQA included."""
     plan = plan_for(patternc.parse(pattern), n, n, None, torch.device("cuda"), DTYPES[dtype], d, {},
                     hq // hkv)
-    assert (plan.fwd.block_m, plan.fwd.block_n, plan.fwd.num_warps) == (128, 128, 8)
+    assert (plan.fwd.block_m, plan.fwd.block_n) == (128, 128)
+    assert (plan.fwd.num_warps, plan.fwd.warp_specialize, plan.pack) == tile
     run_case(pattern, lq=n, d=d, hq=hq, hkv=hkv, dtype=DTYPES[dtype], block=None)
 
 
-WARP_SPECIALIZED = dict(fwd_block_m=128, fwd_block_n=128, fwd_num_warps=4, fwd_num_stages=2, fwd_warp_specialize=1)
+WARP_SPECIALIZED = dict(fwd_warp_specialize=1)
 
 
 @pytest.mark.parametrize("pattern,lq,lk,hq,hkv,dtype,q_offset", [
