@@ -304,3 +304,21 @@ def test_cuda_graphs_build_plans_outside_their_pool_and_keep_them():
     for i, out in enumerate(outs):
         assert rel_err(out, ref) < 1e-2, i
     print(f"ok  cuda graphs: {len(outs)} calls, {len(launch.CAPTURED)} plan(s) kept for captured graphs")
+
+
+def test_warp_specialized_forward_in_cuda_graphs():
+    """The warp-specialized forward (causal, D=128, long rows) makes its descriptors in global
+    scratch from torch's allocator: inside a CUDA graph that is the graph's pool, and replays
+    stay right after other allocations reuse freed memory."""
+    plan = plan_for(patternc.parse("causal"), 4096, 4096, None, torch.device("cuda"), torch.bfloat16, 128, {})
+    assert plan.fwd.warp_specialize
+    graphed = torch.compile(patternc.attention_from("causal"), mode="reduce-overhead", fullgraph=True)
+    q, k, v = (torch.randn(1, 2, 4096, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    outs = [graphed(q, k, v).clone() for _ in range(3)]  # warm-up, record, replay
+    torch.cuda.empty_cache()
+    torch.randn(1 << 24, device="cuda")
+    outs.append(graphed(q, k, v).clone())
+    ref, _ = dense_attention(q, k, v, patternc.parse("causal").dense_mask(4096, 4096, device="cuda"), 128 ** -0.5)
+    for i, out in enumerate(outs):
+        assert rel_err(out, ref) < 1e-2, i
+    print(f"ok  warp-specialized forward in cuda graphs: {len(outs)} calls")
