@@ -418,8 +418,8 @@ def test_prepared_c_launch_fills_tensors_and_cached_descriptors_in_place(monkeyp
         launched.append(args)
 
     inner = (lambda launcher: lambda *args: launcher(*args))(c_launch)  # Triton 3.6's descriptor wrapper
-    runner = SimpleNamespace(launch=inner, global_scratch_size=0, profile_scratch_size=0,
-                             launch_cooperative_grid=False, launch_pdl=False)
+    runner = SimpleNamespace(launch=inner, global_scratch_size=0, global_scratch_align=1, profile_scratch_size=0,
+                             num_ctas=1, launch_cooperative_grid=False, launch_pdl=False)
     compiled = SimpleNamespace(run=runner, function=1234, packed_metadata=(4, 1, 0),
                                src=SimpleNamespace(signature=dict(A="*bf16", T="*i32", D="tensordesc<bf16[64]>",
                                                                   n="i32", C="constexpr")),
@@ -444,6 +444,14 @@ def test_prepared_c_launch_fills_tensors_and_cached_descriptors_in_place(monkeyp
         (a1, table.data_ptr(), f"map@{d1.data_ptr()}", 64, 1, 7, None)]
     assert [e.tensor for e in encoded] == [d1, d2]  # once per address (the first at preparation)
     assert "a0" not in first.values  # no reference to the first call's tensors
+    # a kernel that makes descriptors itself: each launch gets its programs' global scratch
+    monkeypatch.setattr(prepared, "_torch_buffer", lambda size, alignment, stream: f"scratch of {size} bytes")
+    monkeypatch.setattr(runner, "global_scratch_size", 384)
+    scratched = prepared.Prepared(compiled, ["a0", table, prepared.Tma(d1, (64,)), 7, None], slots=[0, 2])
+    scratched(5, [a1, prepared.Tma(d1, (64,))])
+    assert launched[-1][7:9] == ("scratch of 1920 bytes", None)  # global scratch, then profiling scratch
+    monkeypatch.setattr(runner, "global_scratch_align", 1024)  # coarser than torch's blocks: Triton's runner
+    assert prepared.Prepared(compiled, ["a0", table, prepared.Tma(d1, (64,)), 7, None], slots=[0, 2]).c_launch is None
     monkeypatch.undo()  # another Triton's launcher (3.7 on: another C interface) is never called directly
     import triton
     monkeypatch.setattr(triton, "__version__", "3.9.0")
@@ -468,7 +476,20 @@ def test_prepared_c_launch_fills_tensors_and_cached_descriptors_in_place(monkeyp
     first.compiled = Runner()
     monkeypatch.setattr(prepared, "descriptor", lambda t, block: ("desc", t, tuple(block)))
     first(5, [a2, prepared.Tma(d2, (64,))])
-    assert calls == [((5, 1, 1), (a2, table, ("desc", d2, (64,)), 7, None))] and len(launched) == 3
+    assert calls == [((5, 1, 1), (a2, table, ("desc", d2, (64,)), 7, None))] and len(launched) == 4
+
+
+def test_scratch_lends_torchs_allocator_for_one_launch_only():
+    """Triton's runner allocates a kernel's global scratch (descriptors made in the kernel) with
+    the allocator of the current context: `scratch` sets torch's in a copy of it, so an
+    allocator set by the caller, or Triton's default, is what the caller sees afterwards."""
+    from triton.runtime import _allocation
+
+    from patternc.kernels import prepared
+
+    before = _allocation._allocator.get()
+    seen = prepared.scratch(lambda x: (_allocation._allocator.get(), x), 7)
+    assert seen == (prepared._torch_buffer, 7) and _allocation._allocator.get() is before
 
 
 @pytest.mark.parametrize("hq,hkv,lq", [(2, 2, 40), (4, 2, 40), (4, 1, 1)])
