@@ -85,7 +85,8 @@ def _cmd_compile(args) -> int:
     options = {k: v for k, v in (("block_m", args.block_m), ("block_n", args.block_n)) if v is not None}
     terms = top_terms(pattern.resolve(args.seq_len, args.kv_len, None, optimized=True).root)
     fwd, bwd, lay = tiles_and_layout(lambda m, n: pattern.layout(args.seq_len, args.kv_len, m, n), args.device,
-                                     getattr(torch, args.dtype), args.head_dim, options, single_term=len(terms) == 1)
+                                     getattr(torch, args.dtype), args.head_dim, options,
+                                     specializable=len(terms) == 1)  # on an H100 (sm_90)
     tiles = lay.num_q_blocks * lay.num_kv_blocks
     out = sys.stderr if args.emit == "-" else sys.stdout  # keep stdout for the source
     print(f"pattern   {pattern}", file=out)

@@ -167,19 +167,20 @@ def long_rows(layout: BlockLayout) -> bool:
 
 def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None,
                      group: int = 1, hopper: bool = True,
-                     single_term: bool = False) -> tuple[TileConfig, TileConfig, BlockLayout]:
+                     specializable: bool = False) -> tuple[TileConfig, TileConfig, BlockLayout]:
     """`choose_tiles` with the layout's say: (forward, backward, forward layout), where
     ``layout_at(block_m, block_n)`` builds the layout at a tile (its rows: ``block_m // pack``
     queries, see `packing`). Options that set any forward tile setting (size, warps, stages)
     leave it to them; a register cap does not. The bigger tiles need Hopper (``hopper``: the
-    GPU is sm_90 or newer): the warp-specialized forward for a ``single_term`` pattern (no
-    union or intersection at the root) with `long_rows`, else the dense tiles where `is_dense`."""
+    GPU is sm_90 or newer): the warp-specialized forward where ``specializable`` (a pattern of
+    one term, no union or intersection at the root, on sm_90) with `long_rows`, else the dense
+    tiles where `is_dense`."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
     layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
     forward_tile = [name for name in options if not name.startswith("bwd_") and not _caps_registers(name)]
     capped = any(_caps_registers(name) and value and not name.startswith("bwd_") for name, value in options.items())
-    specialized = single_term and head_dim == 128 and long_rows(layout) and not capped
+    specialized = specializable and head_dim == 128 and long_rows(layout) and not capped
     if hopper and (specialized or is_dense(layout)) and not forward_tile:
         dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True, specialized=specialized)
         if dense != fwd:
@@ -262,7 +263,8 @@ def packing(cfg: TileConfig, group: int) -> int:
     per head: the win of decoding, where a head's few query rows use a sliver of each tile. The
     tile's rows are then ``block_m // group`` queries of each head; at least 16 of them. Not in
     the warp-specialized forward, which loads a head's rows through a descriptor."""
-    return group if group > 1 and not cfg.warp_specialize and cfg.block_m % group == 0 and cfg.block_m // group >= 16 else 1
+    fits = cfg.block_m % group == 0 and cfg.block_m // group >= 16
+    return group if group > 1 and fits and not cfg.warp_specialize else 1
 
 
 def plan_for(pattern: Pattern, q_len: int, kv_len: int, q_offset: int | None, device: torch.device,
@@ -290,9 +292,11 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
             layouts[block_m, block_n] = build_layout(ctx, block_m, block_n)
         return layouts[block_m, block_n]
 
-    hopper = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
-    fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, hopper,
-                                     single_term=len(top_terms(ctx.root)) == 1)
+    major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
+    # the warp-specialized forward only where it was measured and golden-tested: sm_90
+    fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, major >= 9,
+                                     specializable=len(top_terms(ctx.root)) == 1 and major == 9)
+    hopper = major >= 9
     back = layout_at(bwd.block_m, bwd.block_n)
     rows = lay.full.counts + lay.partial.counts
     tables = (lay, back, params(ctx), Schedule.of(rows), Schedule.of(back.full.counts + back.partial.counts),

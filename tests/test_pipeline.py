@@ -234,13 +234,13 @@ def test_bigger_forward_tiles_where_rows_are_long(text, n, options, tile):
     pattern = patternc.parse(text)
     single = len(top_terms(pattern.optimized)) == 1
     fwd, bwd, lay = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, 128, options,
-                                     single_term=single)
+                                     specializable=single)
     assert (fwd.block_m, fwd.block_n, fwd.num_warps, fwd.warp_specialize) == tile
     assert (lay.block_m, lay.block_n) == tile[:2]
     if not options:  # D=64 keeps 64x64 tiles, and so does a GPU older than Hopper
         for head_dim, hopper in ((64, True), (128, False)):
             fwd, _, _ = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, head_dim,
-                                         hopper=hopper, single_term=single)
+                                         hopper=hopper, specializable=single)
             assert (fwd.block_m, fwd.block_n, fwd.warp_specialize) == (64, 64, 0)
     assert (bwd.block_m, bwd.block_n) == (options.get("bwd_block_m", 64), 64)
 

@@ -22,6 +22,9 @@
 #   Grids are 1-D with blocks varying fastest (neighbouring programs share one head's K/V in
 #   L2; B x H is not bound by the 65535 limit of a second grid axis), in the order of the
 #   plan's schedule (ORDER, HEAVY): blocks with many times the mean number of tiles first.
+#   Warp-specialized forward (WARP_SPECIALIZE, a single-term pattern on Hopper): one loop over
+#   a row's full then partial tiles, which Triton splits into a TMA producer warp and two
+#   consumer warpgroups; Q, K and V through descriptors made in the kernel (`_descriptor`).
 #   Pointers: a tile's first row is added in 64 bits, offsets inside it stay 32-bit (WIDE),
 #   except in the dK/dV inner loop, where that 64-bit add cost 13% of the backward pass:
 #   there rows are 32-bit unless WIDE_ROWS says offsets may pass 2**31.
@@ -308,22 +311,25 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
     lo = split * (n_full + part_hi - part_lo) // SPLITS
     hi = (split + 1) * (n_full + part_hi - part_lo) // SPLITS
     if WARP_SPECIALIZE:
-        acc, l_i, m_i = _fwd_row_ws(acc, l_i, m_i, q, _descriptor(K, KV_LEN, stride_kn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N),
-                                    _descriptor(V, KV_LEN, stride_vn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N),
-                                    FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, lo, hi, offs_m,
-                                    KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK=MASK, EVEN_N=EVEN_N, BLOCK_M=BLOCK_M,
-                                    BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+        k_desc = _descriptor(K, KV_LEN, stride_kn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N)
+        v_desc = _descriptor(V, KV_LEN, stride_vn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N)
+        acc, l_i, m_i = _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, full_lo, n_full,
+                                    part_lo, lo, hi, offs_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK=MASK,
+                                    EVEN_N=EVEN_N, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
+                                    DOT_PRECISION=DOT_PRECISION)
     else:
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
                                    full_lo + tl.minimum(lo, n_full), full_lo + tl.minimum(hi, n_full), offs_m,
                                    stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
-                                   MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
-                                   BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+                                   MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD,
+                                   BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
+                                   DOT_PRECISION=DOT_PRECISION)
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, PART_INDICES, PART_TAGS,
-                                   part_lo + tl.maximum(lo - n_full, 0), part_lo + tl.maximum(hi - n_full, 0), offs_m,
-                                   stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
-                                   MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
-                                   BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, DOT_PRECISION=DOT_PRECISION)
+                                   part_lo + tl.maximum(lo - n_full, 0), part_lo + tl.maximum(hi - n_full, 0),
+                                   offs_m, stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS,
+                                   qk_scale, MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD,
+                                   BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
+                                   DOT_PRECISION=DOT_PRECISION)
     # Rows that attended nothing: O = 0 and LSE = -inf.
     empty = l_i == 0.0
     l_use = tl.where(empty, 1.0, l_i)
