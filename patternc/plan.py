@@ -226,6 +226,7 @@ class KernelPlan:
     def __str__(self) -> str:
         def tile(name, cfg, lay):
             cap = f", at most {cfg.max_registers} registers" if cfg.max_registers else ""
+            cap += ", warp-specialized" if cfg.warp_specialize else ""
             return (f"{name} {cfg.block_m}x{cfg.block_n} tiles ({cfg.num_warps} warps, {cfg.num_stages} stages{cap}): "
                     f"{lay.num_full} full, {lay.num_partial} partial")
 

@@ -118,6 +118,14 @@ def test_compile_reports_the_tiles_the_kernels_run(capsys, dtype, head_dim, tile
     assert counts == expected_report(patternc.load(REPO / "examples" / "lecture.attn"), 1000, 1000, *tile)[0]
 
 
+def test_compile_reports_the_warp_specialized_forward(capsys):
+    """Long rows of one term at D=128 on a GPU: the plan's warp-specialized 128x128 forward."""
+    code, out, _ = run(capsys, "compile", "-e", "causal", "-n", 4096, "--head-dim", 128)
+    assert code == 0 and "forward tiles 128x128 (warp-specialized)," in out
+    code, out, _ = run(capsys, "compile", "-e", "causal + global(0:1)", "-n", 4096, "--head-dim", 128)
+    assert code == 0 and "forward tiles 64x64," in out  # two terms
+
+
 def test_compile_prints_the_canonical_pattern(capsys):
     code, out, _ = run(capsys, "compile", "-e", "window(left=1, right=1) + global(first, eos) + random(2)", "-n", 1024)
     str_ = "global(0, -1) + random(2, block=64, seed=0) + window(3)"
