@@ -177,6 +177,8 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     tiles where `is_dense`."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
+    if fwd.warp_specialize and device_type == "cuda" and not hopper:
+        raise PatterncError("fwd_warp_specialize needs a Hopper GPU (sm_90): Triton specializes warps there")
     layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
     forward_tile = [name for name in options if not name.startswith("bwd_") and not _caps_registers(name)]
     capped = any(_caps_registers(name) and value and not name.startswith("bwd_") for name, value in options.items())

@@ -117,6 +117,7 @@ def test_warp_specialized_forward_walks_both_lists_in_one_loop(monkeypatch, spli
     run_case("causal", lq=70, lk=37, block=None, options=options)
     run_case("random(2, block=8)", lq=64, lk=64, block=None, options=options, q_offset=5)
     run_case("global(0:40) + window(3) + random(2, block=8)", lq=45, lk=70, block=None, options=options)
+    run_case("causal", lq=40, lk=40, d=20, dtype=torch.float16, block=None, options=options)  # 40-byte rows: no TMA
 
 
 @pytest.mark.parametrize("hq, hkv, block", [(4, 2, (32, 32)), (8, 2, (64, 32))])

@@ -256,6 +256,10 @@ def test_warp_specialized_forward_only_where_triton_computes_it(options, dtype, 
         choose_tiles("cuda", dtype, head_dim, options)
     assert choose_tiles("cuda", torch.bfloat16, 128, {"fwd_warp_specialize": 1})[0] == WARP_SPECIALIZED
     assert choose_tiles("cpu", dtype, head_dim, options)[0].warp_specialize == 1  # the interpreter runs any tile
+    causal = patternc.parse("causal")
+    with pytest.raises(PatterncError, match="needs a Hopper GPU"):
+        tiles_and_layout(lambda m, b: causal.layout(4096, 4096, m, b), "cuda", torch.bfloat16, 128,
+                         {"fwd_warp_specialize": 1}, hopper=False)
 
 
 def test_schedule_takes_heavy_blocks_first_and_the_rest_in_order():
