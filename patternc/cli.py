@@ -83,7 +83,7 @@ def _cmd_compile(args) -> int:
     from .plan import tiles_and_layout
 
     options = {k: v for k, v in (("block_m", args.block_m), ("block_n", args.block_n)) if v is not None}
-    terms = top_terms(pattern.resolve(args.seq_len, args.kv_len, None, optimized=True).root)
+    terms = top_terms(pattern.optimized)  # the tree the kernels run
     fwd, bwd, lay = tiles_and_layout(lambda m, n: pattern.layout(args.seq_len, args.kv_len, m, n), args.device,
                                      getattr(torch, args.dtype), args.head_dim, options,
                                      specializable=len(terms) == 1)  # on an H100 (sm_90)

@@ -20,7 +20,6 @@ from typing import TypedDict
 import torch
 
 from .errors import PatterncError, require_int
-from .ir import top_terms
 from .kernels.emit import KernelSource, generate, params
 from .layout import BlockLayout, build_layout
 from .pattern import Pattern
@@ -296,16 +295,16 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
         return layouts[block_m, block_n]
 
     major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
+    hopper, source = major >= 9, generate(ctx.root)
     # the warp-specialized forward only where it was measured and golden-tested: sm_90
-    fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, major >= 9,
-                                     specializable=len(top_terms(ctx.root)) == 1 and major == 9)
-    hopper = major >= 9
+    fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, hopper,
+                                     specializable=not source.tagged and major == 9)
     back = layout_at(bwd.block_m, bwd.block_n)
     rows = lay.full.counts + lay.partial.counts
     tables = (lay, back, params(ctx), Schedule.of(rows), Schedule.of(back.full.counts + back.partial.counts),
               Schedule.of(back.full_t.counts + back.partial_t.counts))
     lay, back, par, *schedules = _to_device(tables, device)
-    return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, generate(ctx.root),
+    return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, source,
                       fwd, bwd, lay, back, par, ctx.random_slots, int(rows.max()) if lay.num_q_blocks else 0,
                       packing(fwd, group), hopper, *schedules)
 

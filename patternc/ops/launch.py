@@ -120,12 +120,16 @@ def _tma_shape_ok(shape, strides, size: int) -> bool:
     return strides[-1] == 1 and all(n > 0 for n in shape) and all(s > 0 and s * size % 16 == 0 for s in strides[:-1])
 
 
+def _tma_wanted(plan: KernelPlan) -> bool:
+    """The kernels load tiles through TMA descriptors where tensors allow: on Hopper (or as tests set)."""
+    return plan.hopper if TMA is None else TMA
+
+
 def _warp_specialized(plan: KernelPlan, cfg, q, k, v) -> bool:
     """The forward runs its warp-specialized loop (`TileConfig.warp_specialize`), which loads Q, K
     and V through descriptors it makes and evaluates a single-term mask on every tile: where the
     plan asks for it, the mask has one term and the TMA can address the tensors."""
-    use = plan.hopper if TMA is None else TMA
-    return bool(cfg.warp_specialize and use and plan.pack == 1 and plan.d_pad == plan.head_dim
+    return bool(cfg.warp_specialize and _tma_wanted(plan) and plan.pack == 1 and plan.d_pad == plan.head_dim
                 and not plan.source.tagged and all(_tma_ok(t) for t in (q, k, v)))
 
 
@@ -133,8 +137,7 @@ def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
     """`Tma` descriptors of ``tensors`` ([B, H, L, D], tiles of ``block`` rows), None for each one the
     kernels load through pointers (no TMA on this device, or a tensor it cannot address, such as
     the stride-0 gradient of a sum)."""
-    use = plan.hopper if TMA is None else TMA
-    return [Tma(t, (1, 1, block, plan.d_pad)) if use and _tma_ok(t) else None for t in tensors]
+    return [Tma(t, (1, 1, block, plan.d_pad)) if _tma_wanted(plan) and _tma_ok(t) else None for t in tensors]
 
 
 @functools.lru_cache(maxsize=None)
