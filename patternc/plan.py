@@ -32,7 +32,9 @@ HEAVY = 4  # a block whose list is longer than HEAVY x the mean is scheduled fir
 
 class Options(TypedDict, total=False):
     """Tile options of `attention_from`: ``block_m``, ``block_n``, ``num_warps``, ``num_stages``,
-    ``max_registers`` apply to both passes; ``fwd_``/``bwd_``-prefixed ones to one pass (and win)."""
+    ``max_registers`` apply to both passes; ``fwd_``/``bwd_``-prefixed ones to one pass (and win).
+    ``fwd_warp_specialize=1`` asks for the warp-specialized forward (Hopper, D=128, one-term
+    patterns; see `choose_tiles`), ``fwd_persistent=1`` for its persistent programs too."""
 
     block_m: int
     block_n: int
@@ -45,6 +47,7 @@ class Options(TypedDict, total=False):
     fwd_num_stages: int
     fwd_max_registers: int
     fwd_warp_specialize: int
+    fwd_persistent: int
     bwd_block_m: int
     bwd_block_n: int
     bwd_num_warps: int
@@ -62,6 +65,7 @@ class TileConfig:
     num_stages: int = 2
     max_registers: int = 0  # per thread, a cap for the compiler (0: its choice); see `choose_tiles`
     warp_specialize: int = 0  # forward only, 1: one loop that Triton splits into producer and consumer warps
+    persistent: int = 0  # warp-specialized forward only, 1: one program per multiprocessor loops over the items
 
 
 WARP_SPECIALIZED = TileConfig(128, 128, 4, 2, warp_specialize=1)  # the one shape Triton 3.6 computes right
@@ -78,8 +82,9 @@ def check_options(options: dict) -> Options:
         if name not in Options.__annotations__:
             raise PatterncError(f"unknown option {name!r} (expected one of {', '.join(Options.__annotations__)})")
         registers = _caps_registers(name)
-        require_int(f"option {name}", value, minimum=0 if registers or name == "fwd_warp_specialize" else 1)
-        if name == "fwd_warp_specialize" and value > 1:
+        switch = name in ("fwd_warp_specialize", "fwd_persistent")
+        require_int(f"option {name}", value, minimum=0 if registers or switch else 1)
+        if switch and value > 1:
             raise PatterncError(f"option {name} must be 0 or 1, got {value}")
         if "block_" in name and (value < 16 or value & (value - 1)):
             raise PatterncError(f"option {name} must be a power of two >= 16, got {value}")
@@ -134,11 +139,14 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
             and not any(_caps_registers(name) for name in options)):
         fwd = replace(fwd, max_registers=THREE_PROGRAMS)  # sized for this tile: not for the options' others
     if (device_type == "cuda" and fwd.warp_specialize
-            and (fwd != WARP_SPECIALIZED or head_dim != 128 or dtype == torch.float32)):
+            and (replace(fwd, persistent=0) != WARP_SPECIALIZED or head_dim != 128 or dtype == torch.float32)):
         raise PatterncError(f"fwd_warp_specialize runs only at head dim 128, fp16 or bf16, with 128x128 forward tiles, "
                             f"4 warps, 2 stages and no register cap (got {fwd.block_m}x{fwd.block_n}, {fwd.num_warps} "
                             f"warps, {fwd.num_stages} stages, cap {fwd.max_registers}, D={head_dim}, "
                             f"{str(dtype).removeprefix('torch.')}): Triton 3.6 computes NaN in other shapes")
+    if device_type == "cuda" and fwd.persistent and not fwd.warp_specialize:
+        raise PatterncError("fwd_persistent needs fwd_warp_specialize=1: only the warp-specialized forward loops "
+                            "over several query blocks per program")
     return fwd, bwd
 
 
@@ -164,6 +172,21 @@ def long_rows(layout: BlockLayout) -> bool:
             and layout.num_partial <= 0.05 * tiles)
 
 
+def uniform_rows(layout: BlockLayout) -> bool:
+    """At least 256 query blocks (16K tokens at 64x64 tiles) with rows of at least 12 tiles on
+    average and none over 1.25x the mean, at most 15% partial (P3's 1K-key window): where
+    persistent warp-specialized programs pay (a producer warp runs ahead into the next item's
+    tiles). A/B on an H100 (results/2026-11-26-ab-v13-persistent2-h100.md): P3 forward 16K
+    -11%, 64K -4%, forward+backward -3% and equal; but at 4K forward -16% and
+    forward+backward +14% (two runs; not understood), `all` 16K forward +3.5% (its rows are
+    long: the one-item programs of `long_rows` stay), causal 16K +12% in the first A/B (rows
+    of 1 to 128 tiles dealt out in turn leave programs idle at the end)."""
+    rows = (layout.full.counts + layout.partial.counts).double()
+    tiles = float(rows.sum())
+    return (layout.num_q_blocks >= 256 and tiles >= 12 * layout.num_q_blocks
+            and float(rows.max()) <= 1.25 * tiles / layout.num_q_blocks and layout.num_partial <= 0.15 * tiles)
+
+
 def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None,
                      group: int = 1, hopper: bool = True,
                      specializable: bool = False) -> tuple[TileConfig, TileConfig, BlockLayout]:
@@ -172,8 +195,8 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     queries, see `packing`). Options that set any forward tile setting (size, warps, stages)
     leave it to them; a register cap does not. The bigger tiles need Hopper (``hopper``: the
     GPU is sm_90 or newer): the warp-specialized forward where ``specializable`` (a pattern of
-    one term, no union or intersection at the root, on sm_90) with `long_rows`, else the dense
-    tiles where `is_dense`."""
+    one term, no union or intersection at the root, on sm_90) with `long_rows`, or with
+    `uniform_rows` (then persistent), else the dense tiles where `is_dense`."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
     if fwd.warp_specialize and device_type == "cuda" and not hopper:
@@ -181,9 +204,11 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
     forward_tile = [name for name in options if not name.startswith("bwd_") and not _caps_registers(name)]
     capped = any(_caps_registers(name) and value and not name.startswith("bwd_") for name, value in options.items())
-    specialized = specializable and head_dim == 128 and long_rows(layout) and not capped
+    long, uniform = long_rows(layout), uniform_rows(layout)
+    specialized = specializable and head_dim == 128 and (long or uniform) and not capped
     if hopper and (specialized or is_dense(layout)) and not forward_tile:
         dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True, specialized=specialized)
+        dense = replace(dense, persistent=int(specialized and uniform and not long))
         if dense != fwd:
             fwd, layout = dense, layout_at(dense.block_m // packing(dense, group), dense.block_n)
     return fwd, bwd, layout
@@ -227,7 +252,8 @@ class KernelPlan:
     def __str__(self) -> str:
         def tile(name, cfg, lay):
             cap = f", at most {cfg.max_registers} registers" if cfg.max_registers else ""
-            cap += ", warp-specialized" if cfg.warp_specialize else ""
+            if cfg.warp_specialize:
+                cap += ", persistent warp-specialized" if cfg.persistent else ", warp-specialized"
             return (f"{name} {cfg.block_m}x{cfg.block_n} tiles ({cfg.num_warps} warps, {cfg.num_stages} stages{cap}): "
                     f"{lay.num_full} full, {lay.num_partial} partial")
 

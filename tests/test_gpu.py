@@ -71,6 +71,21 @@ def test_warp_specialized_forward(pattern, lq, lk, hq, hkv, dtype, q_offset):
              options=WARP_SPECIALIZED)
 
 
+@pytest.mark.parametrize("pattern,lq,lk,hq,hkv,dtype,q_offset", [
+    ("window(left=1023, right=0)", 4096, 4096, 4, 2, "bf16", None),  # GQA
+    ("window(left=1023, right=0)", 3000, 3000, 2, 2, "fp16", None),  # ragged key tiles
+    ("all", 2000, 3000, 2, 2, "bf16", None),  # Lq != Lk
+    ("window(511)", 2048, 4096, 2, 2, "bf16", 2048),  # a query offset
+])
+def test_persistent_warp_specialized_forward(pattern, lq, lk, hq, hkv, dtype, q_offset):
+    """Persistent programs (one per multiprocessor) looping over query blocks, warp-specialized."""
+    plan = plan_for(patternc.parse("window(left=1023, right=0)"), 16384, 16384, None, torch.device("cuda"),
+                    torch.bfloat16, 128, {}, 1)
+    assert plan.fwd.persistent and plan.fwd.warp_specialize  # the plan's choice there
+    run_case(pattern, lq=lq, lk=lk, hq=hq, hkv=hkv, d=128, dtype=DTYPES[dtype], block=None, q_offset=q_offset,
+             options=dict(WARP_SPECIALIZED, fwd_persistent=1))
+
+
 @pytest.mark.parametrize("lq,lk,hq,hkv", [(1000, 3000, 4, 2), (3000, 1000, 4, 1), (2047, 2047, 2, 2)])
 def test_unequal_lengths_and_gqa(lq, lk, hq, hkv):
     run_case("global(first, eos) + window(3) + random(2)", lq=lq, lk=lk, hq=hq, hkv=hkv, d=64,

@@ -104,15 +104,16 @@ def test_tensor_descriptor_path(monkeypatch, d, dtype):
     run_case("(global(0:3) + window(left=20, right=0)) & causal", lq=50, lk=37, d=d, dtype=dtype, layout="blhd")
 
 
-@pytest.mark.parametrize("splits", [1, 3])
-def test_warp_specialized_forward_walks_both_lists_in_one_loop(monkeypatch, splits):
+@pytest.mark.parametrize("splits, persistent", [(1, 0), (3, 0), (1, 1)])
+def test_warp_specialized_forward_walks_both_lists_in_one_loop(monkeypatch, splits, persistent):
     """fwd_warp_specialize: one loop over a row's full then partial tiles, the single-term mask on
     every tile, Q/K/V through descriptors made in the kernel; the interpreter ignores the
     specialization itself and checks the loop: ragged key tiles, Lq != Lk, rows that attend
-    nothing, a query offset, GQA (no packing there), splits; a union takes the plain loops."""
+    nothing, a query offset, GQA (no packing there), splits; a union takes the plain loops.
+    ``persistent``: each program loops over several query blocks (3 programs here)."""
     monkeypatch.setattr(launch, "TMA", True)
     monkeypatch.setattr(launch, "SPLITS", splits)
-    options = dict(fwd_block_m=32, fwd_block_n=32, fwd_warp_specialize=1)
+    options = dict(fwd_block_m=32, fwd_block_n=32, fwd_warp_specialize=1, fwd_persistent=persistent)
     run_case("window(left=20, right=3)", lq=45, lk=70, hq=4, hkv=2, block=None, options=options)
     run_case("causal", lq=70, lk=37, block=None, options=options)
     run_case("random(2, block=8)", lq=64, lk=64, block=None, options=options, q_offset=5)

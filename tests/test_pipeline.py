@@ -220,7 +220,8 @@ def test_forward_registers_are_capped_for_three_programs_per_multiprocessor_at_s
     ("all", 8192, {}, (128, 128, 4, 1)),
     ("all", 4096, {}, (128, 128, 4, 1)),  # 64 query blocks of 64 tiles
     ("all", 1024, {}, (64, 64, 4, 0)),  # 16 query blocks
-    ("window(left=1023, right=0)", 16384, {}, (64, 64, 4, 0)),  # rows of 17 tiles
+    ("window(left=1023, right=0)", 16384, {}, (128, 128, 4, 1)),  # rows of 17 tiles: persistent
+    ("window(left=1023, right=0)", 4096, {}, (64, 64, 4, 0)),  # 64 query blocks
     ("causal", 64 * 1024 + 16, {}, (128, 128, 4, 1)),
     ("causal", 4096, {}, (128, 128, 4, 1)),  # 3% partial
     ("(global(0:4) + window(left=4095, right=0)) & causal", 16384, {}, (64, 64, 4, 0)),  # 3% partial, two terms
@@ -236,6 +237,8 @@ def test_bigger_forward_tiles_where_rows_are_long(text, n, options, tile):
     fwd, bwd, lay = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, 128, options,
                                      specializable=single)
     assert (fwd.block_m, fwd.block_n, fwd.num_warps, fwd.warp_specialize) == tile
+    uniform = fwd.warp_specialize and not options and text == "window(left=1023, right=0)"
+    assert fwd.persistent == uniform  # rows of (nearly) one length: persistent programs
     assert (lay.block_m, lay.block_n) == tile[:2]
     if not options:  # D=64 keeps 64x64 tiles, and so does a GPU older than Hopper
         for head_dim, hopper in ((64, True), (128, False)):
@@ -250,12 +253,15 @@ def test_bigger_forward_tiles_where_rows_are_long(text, n, options, tile):
     ({"fwd_warp_specialize": 1, "fwd_num_warps": 8}, torch.bfloat16, 128),
     ({"fwd_warp_specialize": 1}, torch.float32, 128),
     ({"fwd_warp_specialize": 1}, torch.float16, 64),
+    ({"fwd_persistent": 1}, torch.bfloat16, 128),
 ])
 def test_warp_specialized_forward_only_where_triton_computes_it(options, dtype, head_dim):
-    with pytest.raises(PatterncError, match="fwd_warp_specialize runs only at head dim 128"):
+    with pytest.raises(PatterncError, match="fwd_warp_specialize runs only at head dim 128|fwd_persistent needs"):
         choose_tiles("cuda", dtype, head_dim, options)
     assert choose_tiles("cuda", torch.bfloat16, 128, {"fwd_warp_specialize": 1})[0] == WARP_SPECIALIZED
-    assert choose_tiles("cpu", dtype, head_dim, options)[0].warp_specialize == 1  # the interpreter runs any tile
+    cpu = choose_tiles("cpu", dtype, head_dim, options)[0]  # the interpreter runs any tile
+    assert (cpu.warp_specialize, cpu.persistent) == (options.get("fwd_warp_specialize", 0),
+                                                     options.get("fwd_persistent", 0))
     causal = patternc.parse("causal")
     with pytest.raises(PatterncError, match="needs a Hopper GPU"):
         tiles_and_layout(lambda m, b: causal.layout(4096, 4096, m, b), "cuda", torch.bfloat16, 128,

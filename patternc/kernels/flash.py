@@ -41,7 +41,7 @@ LOG2E = tl.constexpr(1.4426950408889634)
 # rows of each head (vector loads); unspecialized lengths made forward+backward 3-9% slower
 # (results/2026-11-26-ab-nospec-h200.md). A length of a seen structure compiles at most a
 # variant per class (divisible by 16 or not; Lk % BLOCK_N == 0 or not, EVEN_N).
-LENGTHS = ["Q_OFFSET", "HEAVY"]
+LENGTHS = ["Q_OFFSET", "HEAVY", "WORK"]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -54,34 +54,31 @@ def _program(LEN, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _scheduled(LEN, BLOCK: tl.constexpr, ORDER, HEAVY, BRANCHLESS: tl.constexpr = False):
-    """(block, rest) of this program in a 1-D grid of blocks x rests (rest: batch x head, and
-    more): first the HEAVY blocks ORDER[:HEAVY] for every rest, then for each rest its other
-    blocks ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule). BRANCHLESS: the same
-    without control flow (Triton's warp specialization gives up on a kernel that branches
+def _scheduled(w, WORK, LEN, BLOCK: tl.constexpr, ORDER, HEAVY, BRANCHLESS: tl.constexpr = False):
+    """(block, rest) of work item w of WORK = blocks x rests (rest: batch x head, and more): first
+    the HEAVY blocks ORDER[:HEAVY] for every rest, then for each rest its other blocks
+    ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule). A program takes item
+    w = its id, or (the persistent forward) every item its id + k x programs. BRANCHLESS: the
+    same without control flow (Triton's warp specialization gives up on a kernel that branches
     before its loop)."""
+    num_blocks = tl.cdiv(LEN, BLOCK)
+    rests = WORK // num_blocks
     if BRANCHLESS:
-        num_blocks = tl.cdiv(LEN, BLOCK)
-        pid = tl.program_id(0)
-        rests = tl.num_programs(0) // num_blocks
-        heavy = pid < HEAVY * rests
+        heavy = w < HEAVY * rests
         light = tl.maximum(num_blocks - HEAVY, 1)
-        rank = tl.where(heavy, pid // rests, HEAVY + (pid - HEAVY * rests) % light)
-        rest = tl.where(heavy, pid % rests, (pid - HEAVY * rests) // light)
+        rank = tl.where(heavy, w // rests, HEAVY + (w - HEAVY * rests) % light)
+        rest = tl.where(heavy, w % rests, (w - HEAVY * rests) // light)
         block = tl.load(ORDER + rank, mask=HEAVY > 0, other=rank)  # ORDER is the identity when HEAVY == 0
     elif HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
-        block, rest = _program(LEN, BLOCK)
+        block, rest = w % num_blocks, w // num_blocks
     else:
-        num_blocks = tl.cdiv(LEN, BLOCK)
-        pid = tl.program_id(0)
-        rests = tl.num_programs(0) // num_blocks
-        if pid < HEAVY * rests:
-            rank = pid // rests
-            rest = pid % rests
+        if w < HEAVY * rests:
+            rank = w // rests
+            rest = w % rests
         else:
             light = num_blocks - HEAVY
-            rank = HEAVY + (pid - HEAVY * rests) % light
-            rest = (pid - HEAVY * rests) // light
+            rank = HEAVY + (w - HEAVY * rests) % light
+            rest = (w - HEAVY * rests) // light
         block = tl.load(ORDER + rank)
     return block, rest
 
@@ -217,14 +214,15 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
 def _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, lo, hi,
                 offs_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK: tl.constexpr, EVEN_N: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
-                DOT_PRECISION: tl.constexpr):
+                DOT_PRECISION: tl.constexpr, INNER: tl.constexpr):
     """`_fwd_tiles` over tiles [lo, hi) of the row's full list then its partial list, in ONE loop
-    that Triton's Hopper pass warp-specializes: a producer warp issues the TMA loads of K and V
-    (``k_desc``, ``v_desc``: this head's [KV_LEN, D] descriptors) and two consumer warpgroups
-    compute, each on half of the tile's rows (``offs_m``). The pass gives up on a function with
-    a second loop, or with a branch in this one, so every tile evaluates MASK: only for a
-    single-term pattern (no TAGS), which holds on every pair of a full tile."""
-    for t in tl.range(lo, hi, warp_specialize=True):
+    that Triton's Hopper pass warp-specializes (this one when INNER, else the persistent loop
+    around it): a producer warp issues the TMA loads of K and V (``k_desc``, ``v_desc``: this
+    head's [KV_LEN, D] descriptors) and two consumer warpgroups compute, each on half of the
+    tile's rows (``offs_m``). The pass gives up on a function with a second loop, or with a
+    branch in this one, so every tile evaluates MASK: only for a single-term pattern (no TAGS),
+    which holds on every pair of a full tile."""
+    for t in tl.range(lo, hi, warp_specialize=INNER):
         full = t < n_full
         start_n = tl.where(full, tl.load(FULL_INDICES + full_lo + t, mask=full, other=0),
                            tl.load(PART_INDICES + part_lo + t - n_full, mask=not full, other=0)) * BLOCK_N
@@ -259,20 +257,54 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
              ORDER, HEAVY,
              stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
              stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
-             H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale, SPLITS, stride_os, stride_ls,
+             H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls,
              MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
              BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
-             PACK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr = False):
-    """Forward: one program per (query block, batch x head) computes O and LSE of its rows.
-    PACK = GROUP (GQA): a program takes the query block of every head of one kv head's group,
+             PACK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr = False, PERSISTENT: tl.constexpr = False):
+    """Forward: WORK = (query blocks x batch x heads) items, each computing O and LSE of one query
+    block's rows (`_fwd_item`): one item per program, or (PERSISTENT, warp-specialized) one
+    program per multiprocessor taking items id, id + programs, ... in one loop, which Triton
+    splits into a producer warp that runs ahead into the next item's K/V tiles while two
+    consumer warpgroups compute: rows of a few tiles no longer pay their pipeline's fill and
+    drain alone (P3, 9 tiles of 128 per row: forward -7..9%)."""
+    if PERSISTENT:
+        for w in tl.range(tl.program_id(0), WORK, tl.num_programs(0), warp_specialize=True):
+            _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES,
+                         PART_TAGS, ORDER, HEAVY, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh,
+                         stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh,
+                         stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os,
+                         stride_ls, MASK=MASK, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+                         RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, DOT_PRECISION=DOT_PRECISION, PACK=PACK,
+                         WARP_SPECIALIZE=True, PERSISTENT=True)
+    else:
+        _fwd_item(tl.program_id(0), Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES,
+                         PART_TAGS, ORDER, HEAVY, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh,
+                         stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh,
+                         stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os,
+                         stride_ls, MASK=MASK, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+                         RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, DOT_PRECISION=DOT_PRECISION, PACK=PACK,
+                         WARP_SPECIALIZE=WARP_SPECIALIZE, PERSISTENT=False)
+
+
+@triton.jit
+def _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
+             ORDER, HEAVY,
+             stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+             stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
+             H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls,
+             MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+             BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+             PACK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, PERSISTENT: tl.constexpr):
+    """Work item w: one (query block, batch x head).
+    PACK = GROUP (GQA): an item takes the query block of every head of one kv head's group,
     its tile's rows interleaved (row r: head r % PACK, query r // PACK of a block of
     BLOCK_M // PACK queries), so each K/V tile is read once for the group.
-    With SPLITS > 1 (decoding: few query blocks, long rows), SPLITS programs share a row's key
+    With SPLITS > 1 (decoding: few query blocks, long rows), SPLITS items share a row's key
     tiles, each writing its part's normalized O and LSE at O + split * stride_os and
     LSE + split * stride_ls, merged afterwards through the log-sum-exp (patternc.ops.launch)."""
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM and BLOCK_M % PACK == 0)
     tl.static_assert(not WARP_SPECIALIZE or (PACK == 1 and D_PAD == HEAD_DIM and K_DESC is None and V_DESC is None))
-    qb, rest = _scheduled(Q_LEN, BLOCK_M // PACK, ORDER, HEAVY, BRANCHLESS=WARP_SPECIALIZE)
+    qb, rest = _scheduled(w, WORK, Q_LEN, BLOCK_M // PACK, ORDER, HEAVY, BRANCHLESS=WARP_SPECIALIZE)
     split = rest % SPLITS
     off_bh = rest // SPLITS  # (batch, head), or (batch, kv head) when packed
     off_b = off_bh // (H // PACK)
@@ -316,7 +348,7 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
         acc, l_i, m_i = _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, full_lo, n_full,
                                     part_lo, lo, hi, offs_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK=MASK,
                                     EVEN_N=EVEN_N, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
-                                    DOT_PRECISION=DOT_PRECISION)
+                                    DOT_PRECISION=DOT_PRECISION, INNER=not PERSISTENT)
     else:
         acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
                                    full_lo + tl.minimum(lo, n_full), full_lo + tl.minimum(hi, n_full), offs_m,
@@ -440,7 +472,7 @@ def attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, Q_DESC, DO_DESC, PARAMS,
     """dK, dV: one program per (key block, batch x kv head) walks the transposed layout (the
     query blocks that attend this key block) for every query head of its GQA group."""
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM)
-    kb, off_bh = _scheduled(KV_LEN, BLOCK_N, ORDER, HEAVY)
+    kb, off_bh = _scheduled(tl.program_id(0), tl.num_programs(0), KV_LEN, BLOCK_N, ORDER, HEAVY)
     off_b = off_bh // HKV
     off_hk = off_bh % HKV
     start_n = kb * BLOCK_N
@@ -512,7 +544,7 @@ def attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, K_DESC, V_DESC, PARAMS,
                 BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """dQ: one program per (query block, batch x head) walks the layout's key tiles."""
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM)
-    qb, off_bh = _scheduled(Q_LEN, BLOCK_M, ORDER, HEAVY)
+    qb, off_bh = _scheduled(tl.program_id(0), tl.num_programs(0), Q_LEN, BLOCK_M, ORDER, HEAVY)
     off_b = off_bh // H
     off_h = off_bh % H
     start_m = qb * BLOCK_M

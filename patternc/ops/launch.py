@@ -26,6 +26,7 @@ SPLITS = None  # programs per forward row: None = chosen per call (`_splits`); t
 SPLIT_BELOW = 2  # forward rows are split only where there are fewer programs than this per multiprocessor
 MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
 MAX_SPLITS = 64  # programs per forward row at most; the split merge loads all of a row's parts at once
+PERSISTENT = None  # programs of the warp-specialized forward: None = one per multiprocessor; tests set it
 OVERLAP_DQ = True  # the backward's dQ kernel runs beside its dK/dV kernel, on a second stream
 _INTERPRETER = threading.Lock()
 # Plans whose kernels CUDA graphs captured: a graph replays with the addresses of the plan's
@@ -163,6 +164,15 @@ def _splits(plan: KernelPlan, programs: int, device: torch.device) -> int:
     return max(1, min(want, plan.fwd_row_tiles // MIN_SPLIT_TILES, MAX_SPLITS))
 
 
+def _persistent(plan: KernelPlan, work: int) -> int:
+    """Programs of the warp-specialized forward, which loop over its ``work`` items: one per
+    multiprocessor (its 180-230 KB of shared memory fit one), a few in the interpreter (so a
+    program walks several items there too)."""
+    if PERSISTENT is not None:
+        return min(PERSISTENT, work)
+    return min(work, 3 if plan.interpret else _multiprocessors(plan.device))
+
+
 def _lists(lay, transposed: bool, schedule) -> dict:
     full, part = (lay.full_t, lay.partial_t) if transposed else (lay.full, lay.partial)
     return dict(FULL_OFFSETS=full.offsets, FULL_INDICES=full.indices, PART_OFFSETS=part.offsets,
@@ -208,13 +218,15 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
         cfg = replace(cfg, num_warps=max(cfg.num_warps, 8))
     k_desc, v_desc = (None, None) if specialize else _descriptors(plan, cfg.block_n, k, v)
     geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, specialize, scale, splits, _dot_precision(plan))
-    calls = [(flash.attn_fwd, lay.num_q_blocks * B * H // plan.pack * splits, geometry,
+    work = lay.num_q_blocks * B * H // plan.pack * splits
+    persistent = specialize and cfg.persistent and splits == 1  # a split row's fp32 parts overflow its shared memory
+    calls = [(flash.attn_fwd, _persistent(plan, work) if persistent else work, geometry,
               dict(Q=q, K=k, V=v, O=o, LSE=ls, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
                   **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
                   **_strides("v", v, "bhnd"), **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H,
-                  GROUP=H // k.shape[1], qk_scale=scale * LOG2E, SPLITS=splits,
+                  GROUP=H // k.shape[1], WORK=work, qk_scale=scale * LOG2E, SPLITS=splits,
                   stride_ls=ls.view(splits, B * H * Lq).stride(0), PACK=plan.pack, MASK=mask,
-                  WARP_SPECIALIZE=specialize,
+                  WARP_SPECIALIZE=specialize, PERSISTENT=persistent,
                   **_common(plan, q, cfg)))]
     if parts is not None:
         calls.append((flash.attn_merge, B * H * Lq, geometry, dict(PARTS=o, PART_LSE=ls, O=out, LSE=lse),
