@@ -1,8 +1,27 @@
-import sys, itertools
-import torch, triton
+"""Does Triton 3.6's Hopper warp specialization speed up a causal dQ kernel?
+
+    python benchmarks/dq_probe.py gpu                 # correctness (N=2048) and timing at 16K
+    python benchmarks/dq_probe.py STATS BM BN STAGES  # compile one variant for sm_90 here
+
+A probe for issue 8 (v13), not patternc code: dQ of causal attention over a CSR table of key
+tiles, Q/dO/K/V through in-kernel descriptors, one loop `tl.range(..., warp_specialize=True)`.
+STATS is how the per-row LSE and delta reach the consumers (Triton's pass fails on tensor
+loads of them: v12 step 8): 0 constants, 1 pointer loads (fails), 2 BLOCK_M scalar loads
+assembled into vectors (partitions), 3/4 [BLOCK_M, 4 or 32] fp32 descriptors (fail). Timed
+against patternc's own dQ kernel (profiler) on the same shapes. H100 result (v13 in
+NOTES.md): 5.18 ms against 5.42 (-4%) at 128x64 tiles, 2 stages; 3 stages compute NaN.
+"""
+
+import itertools
+import sys
+from pathlib import Path
+
+import torch
+import triton
 import triton.language as tl
-sys.path.insert(0, "/work/main/benchmarks")
-from patterns import cubin_resources
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from patterns import cubin_resources  # noqa: E402
 
 @triton.jit
 def dq_ws(Q, K, V, DO, DQ, LSE, DELTA, OFFSETS, INDICES, qk_scale, N, H,
@@ -73,12 +92,6 @@ def offline(stats, bn=128, stages=2, bm=128):
     try:
         kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": stages})
         ws = "partitioned" if "ttg.warp_specialize" in kernel.asm["ttgir"] else "one partition"
-        import re
-        regs = re.findall(r"\.maxnreg|\.reg \.b32 %r<(\d+)>", kernel.asm["ptx"])[:1]
-        import subprocess, tempfile, os
-        f = tempfile.NamedTemporaryFile(suffix=".cubin", delete=False); f.write(kernel.asm["cubin"]); f.close()
-        from triton.backends.nvidia.compiler import get_ptxas
-        out = subprocess.run(["cuobjdump", "-res-usage", f.name], capture_output=True, text=True).stdout if False else ""
         print(stats, bm, bn, stages, ws, "shared", kernel.metadata.shared, cubin_resources(kernel), flush=True)
     except Exception as e:
         print(stats, "failed", str(e).splitlines()[0][:200], flush=True)
@@ -103,7 +116,6 @@ def run_ws(q, k, v, do, lse2, delta, bn, stages):
 
 
 def gpu(n_check=2048, n=16384):
-    import torch.nn.functional as F
     torch.manual_seed(0)
     D = 128
     # correctness on a small case, against fp32 autograd
@@ -126,7 +138,7 @@ def gpu(n_check=2048, n=16384):
     q, k, v, do = (torch.randn(B, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     lse2 = torch.randn(B, H, n, device="cuda") + 10
     delta = torch.randn(B, H, n, device="cuda") * 0.01
-    flops = 3 * 2 * 2 * B * H * n * n / 2 * D  # 3 products over the causal half
+    flops = 3 * 2 * B * H * n * n / 2 * D  # 3 products over the causal half
     for bn, stages in ((64, 2), (64, 3)):
         dq, fn = run_ws(q, k, v, do, lse2, delta, bn, stages)
         ms = triton.testing.do_bench(fn, warmup=100, rep=500)

@@ -1,5 +1,22 @@
+"""Do persistent programs help Triton 3.6's warp-specialized forward on rows of few tiles?
+
+    python benchmarks/persist_probe.py gpu          # correctness (N=2048) and timing (4K, 16K)
+    python benchmarks/persist_probe.py OUTER FLAT   # compile one variant for sm_90 here (0/1 each)
+
+A probe for issue 8 (v13), not patternc code: a forward over P3's rows (`window(left=1023,
+right=0)`, 9 key tiles of 128 per 128-row block, CSR table as patternc's layouts), Q/K/V/O
+through in-kernel descriptors, in the variants that matter: ``plain`` (one program per block,
+the inner loop warp-specialized: patternc's v12 forward), ``persist-inner`` (one program per
+SM looping over blocks, the inner loop specialized), ``persist-outer`` (the outer loop
+specialized: the producer runs ahead into the next block), ``persist-flat`` (that, flattened),
+``persist-inner-264`` (two programs per SM-slot), beside patternc's own P3 forward.
+H100 result (v13 in NOTES.md): 16K plain 0.780 ms, persist-outer 0.674, patternc 0.780.
+"""
+
 import sys
-import torch, triton
+
+import torch
+import triton
 import triton.language as tl
 
 
@@ -32,8 +49,9 @@ def fwd_persist(Q, K, V, O, OFFSETS, INDICES, qk_scale, N, BH, NUM_BLOCKS,
             keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] >= offs_m[:, None] - 1023)
             qk = tl.where(keep, qk, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-            alpha = tl.math.exp2(m_i - m_new)
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing yet in this tile
+            p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+            alpha = tl.math.exp2(m_i - m_use)
             l_i = l_i * alpha + tl.sum(p, 1)
             v = vd.load([start_n, 0])
             acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
