@@ -173,17 +173,18 @@ def long_rows(layout: BlockLayout) -> bool:
 
 
 def uniform_rows(layout: BlockLayout) -> bool:
-    """At least 256 query blocks (16K tokens at 64x64 tiles) with rows of at least 12 tiles on
-    average and none over 1.25x the mean, at most 15% partial (P3's 1K-key window): where
+    """At least 32 query blocks with rows of at least 12 tiles on average and none over 1.25x
+    the mean, at most 15% partial (P3's 1K-key window from 4K tokens at 64x64 tiles): where
     persistent warp-specialized programs pay (a producer warp runs ahead into the next item's
-    tiles). A/B on an H100 (results/2026-11-26-ab-v13-persistent2-h100.md): P3 forward 16K
-    -11%, 64K -4%, forward+backward -3% and equal; but at 4K forward -16% and
-    forward+backward +14% (two runs; not understood), `all` 16K forward +3.5% (its rows are
-    long: the one-item programs of `long_rows` stay), causal 16K +12% in the first A/B (rows
-    of 1 to 128 tiles dealt out in turn leave programs idle at the end)."""
+    tiles). H100, P3's forward kernel against the 64x64 one: 4K 0.179 -> 0.165 ms, 8K 0.356 ->
+    0.330, 16K 0.717 -> 0.659 (profiler, results/2026-11-26-profile-v13-persistent-P3-h100.txt;
+    the backward's kernels unchanged; forward+backward wall times at 4K are CPU-bound and read
+    +14% and -11% in different runs). Not for `long_rows` (`all` 16K forward +3.5%, causal
+    16K +12%: rows of 1 to 128 tiles dealt out in turn leave programs idle at the end;
+    results/2026-11-26-ab-v13-persistent-h100.md, -persistent2-)."""
     rows = (layout.full.counts + layout.partial.counts).double()
     tiles = float(rows.sum())
-    return (layout.num_q_blocks >= 256 and tiles >= 12 * layout.num_q_blocks
+    return (layout.num_q_blocks >= 32 and tiles >= 12 * layout.num_q_blocks
             and float(rows.max()) <= 1.25 * tiles / layout.num_q_blocks and layout.num_partial <= 0.15 * tiles)
 
 

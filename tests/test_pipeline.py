@@ -221,7 +221,8 @@ def test_forward_registers_are_capped_for_three_programs_per_multiprocessor_at_s
     ("all", 4096, {}, (128, 128, 4, 1)),  # 64 query blocks of 64 tiles
     ("all", 1024, {}, (64, 64, 4, 0)),  # 16 query blocks
     ("window(left=1023, right=0)", 16384, {}, (128, 128, 4, 1)),  # rows of 17 tiles: persistent
-    ("window(left=1023, right=0)", 4096, {}, (64, 64, 4, 0)),  # 64 query blocks
+    ("window(left=1023, right=0)", 4096, {}, (128, 128, 4, 1)),  # 64 query blocks
+    ("window(left=1023, right=0)", 1024, {}, (64, 64, 4, 0)),  # 16 query blocks
     ("causal", 64 * 1024 + 16, {}, (128, 128, 4, 1)),
     ("causal", 4096, {}, (128, 128, 4, 1)),  # 3% partial
     ("(global(0:4) + window(left=4095, right=0)) & causal", 16384, {}, (64, 64, 4, 0)),  # 3% partial, two terms
