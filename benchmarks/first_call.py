@@ -1,7 +1,7 @@
 """First-call (compile) time of a never-seen structure, cold caches, with and without parallel
 compilation (`patternc.kernels.parallel`).
 
-    python benchmarks/first_call.py [--out FILE]
+    python benchmarks/first_call.py [--out FILE] [--structure TEXT ...] [--mode parallel]
     python benchmarks/first_call.py --profile   # a fresh process's first forward, cProfiled
 
 Each (structure, mode) runs in a fresh process with empty Triton and patternc cache
@@ -69,6 +69,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out")
+    parser.add_argument("--structure", action="append", help="a pattern to time (repeatable; default: three)")
+    parser.add_argument("--mode", action="append", choices=["serial", "parallel"], help="default: both")
     parser.add_argument("--profile", action="store_true",
                         help="instead: cProfile the first forward of a fresh process (no warm-up), cold caches")
     args = parser.parse_args()
@@ -81,8 +83,8 @@ def main():
                                                    os.environ.get("PYTHONPATH", "")])
         return subprocess.run([sys.executable, __file__, "--child", STRUCTURES[0], "--profile"]).returncode
     lines = ["| structure | mode | first forward s | first backward s | forward+backward s |", "|---|---|---|---|---|"]
-    for text in STRUCTURES:
-        for mode in ("serial", "parallel"):
+    for text in args.structure or STRUCTURES:
+        for mode in args.mode or ("serial", "parallel"):
             env = dict(os.environ, PATTERNC_PARALLEL_COMPILE="0" if mode == "serial" else "1",
                        PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                                    os.environ.get("PYTHONPATH", "")]))
