@@ -269,32 +269,32 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
     drain alone (P3, 9 tiles of 128 per row: forward -7..9%)."""
     if PERSISTENT:
         for w in tl.range(tl.program_id(0), WORK, tl.num_programs(0), warp_specialize=True):
-            _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES,
-                         PART_TAGS, ORDER, HEAVY, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh,
-                         stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh,
-                         stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os,
-                         stride_ls, MASK=MASK, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                         RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, DOT_PRECISION=DOT_PRECISION, PACK=PACK,
-                         WARP_SPECIALIZE=True, PERSISTENT=True)
+            _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS,
+                      PART_INDICES, PART_TAGS, ORDER, HEAVY, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb,
+                      stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, stride_ob,
+                      stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS,
+                      stride_os, stride_ls, MASK=MASK, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
+                      BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, DOT_PRECISION=DOT_PRECISION,
+                      PACK=PACK, WARP_SPECIALIZE=True, PERSISTENT=True)
     else:
-        _fwd_item(tl.program_id(0), Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES,
-                         PART_TAGS, ORDER, HEAVY, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh,
-                         stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh,
-                         stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os,
-                         stride_ls, MASK=MASK, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                         RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, DOT_PRECISION=DOT_PRECISION, PACK=PACK,
-                         WARP_SPECIALIZE=WARP_SPECIALIZE, PERSISTENT=False)
+        _fwd_item(tl.program_id(0), Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS,
+                  PART_INDICES, PART_TAGS, ORDER, HEAVY, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb,
+                  stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, stride_ob,
+                  stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS,
+                  stride_os, stride_ls, MASK=MASK, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
+                  BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, DOT_PRECISION=DOT_PRECISION,
+                  PACK=PACK, WARP_SPECIALIZE=WARP_SPECIALIZE, PERSISTENT=False)
 
 
 @triton.jit
-def _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
-             ORDER, HEAVY,
-             stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
-             stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
-             H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls,
-             MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-             BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
-             PACK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, PERSISTENT: tl.constexpr):
+def _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES,
+              PART_TAGS, ORDER, HEAVY,
+              stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+              stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
+              H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls,
+              MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+              PACK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, PERSISTENT: tl.constexpr):
     """Work item w: one (query block, batch x head).
     PACK = GROUP (GQA): an item takes the query block of every head of one kv head's group,
     its tile's rows interleaved (row r: head r % PACK, query r // PACK of a block of
