@@ -90,6 +90,9 @@ def check_options(options: dict) -> Options:
             raise PatterncError(f"option {name} must be a power of two >= 16, got {value}")
         if registers and value and not 24 <= value <= 255:
             raise PatterncError(f"option {name} must be 0 (the compiler's choice) or 24..255, got {value}")
+    if options.get("fwd_persistent") and not options.get("fwd_warp_specialize"):
+        raise PatterncError("option fwd_persistent=1 needs fwd_warp_specialize=1: only the warp-specialized forward "
+                            "loops over several query blocks per program")
     return options
 
 
@@ -173,7 +176,7 @@ def long_rows(layout: BlockLayout) -> bool:
 
 
 def uniform_rows(layout: BlockLayout) -> bool:
-    """At least 32 query blocks with rows of at least 12 tiles on average and none over 1.25x
+    """At least 64 query blocks with rows of at least 12 tiles on average and none over 1.25x
     the mean, at most 15% partial (P3's 1K-key window from 4K tokens at 64x64 tiles): where
     persistent warp-specialized programs pay (a producer warp runs ahead into the next item's
     tiles). H100, P3's forward kernel against the 64x64 one: 4K 0.179 -> 0.165 ms, 8K 0.356 ->
@@ -181,10 +184,11 @@ def uniform_rows(layout: BlockLayout) -> bool:
     the backward's kernels unchanged; forward+backward wall times at 4K are CPU-bound and read
     +14% and -11% in different runs). Not for `long_rows` (`all` 16K forward +3.5%, causal
     16K +12%: rows of 1 to 128 tiles dealt out in turn leave programs idle at the end;
-    results/2026-11-26-ab-v13-persistent-h100.md, -persistent2-)."""
+    results/2026-11-26-ab-v13-persistent-h100.md, -persistent2-), nor (the plan) with GQA,
+    whose packed 64x64 forward reads K/V once per group (not measured against this one)."""
     rows = (layout.full.counts + layout.partial.counts).double()
     tiles = float(rows.sum())
-    return (layout.num_q_blocks >= 32 and tiles >= 12 * layout.num_q_blocks
+    return (layout.num_q_blocks >= 64 and tiles >= 12 * layout.num_q_blocks
             and float(rows.max()) <= 1.25 * tiles / layout.num_q_blocks and layout.num_partial <= 0.15 * tiles)
 
 
@@ -193,8 +197,9 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
                      specializable: bool = False) -> tuple[TileConfig, TileConfig, BlockLayout]:
     """`choose_tiles` with the layout's say: (forward, backward, forward layout), where
     ``layout_at(block_m, block_n)`` builds the layout at a tile (its rows: ``block_m // pack``
-    queries, see `packing`). Options that set any forward tile setting (size, warps, stages)
-    leave it to them; a register cap does not. The bigger tiles need Hopper (``hopper``: the
+    queries, see `packing`). Options that set any forward tile setting (size, warps, stages,
+    ``fwd_warp_specialize``) leave it to them; a register cap does not, nor does
+    ``fwd_persistent=0``, which only keeps the choice's programs to one item each. The bigger tiles need Hopper (``hopper``: the
     GPU is sm_90 or newer): the warp-specialized forward where ``specializable`` (a pattern of
     one term, no union or intersection at the root, on sm_90) with `long_rows`, or with
     `uniform_rows` (then persistent), else the dense tiles where `is_dense`."""
@@ -203,13 +208,15 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     if fwd.warp_specialize and device_type == "cuda" and not hopper:
         raise PatterncError("fwd_warp_specialize needs a Hopper GPU (sm_90): Triton specializes warps there")
     layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
-    forward_tile = [name for name in options if not name.startswith("bwd_") and not _caps_registers(name)]
+    forward_tile = [name for name in options
+                    if not name.startswith("bwd_") and not _caps_registers(name) and name != "fwd_persistent"]
     capped = any(_caps_registers(name) and value and not name.startswith("bwd_") for name, value in options.items())
-    long, uniform = long_rows(layout), uniform_rows(layout)
+    long, uniform = long_rows(layout), uniform_rows(layout) and group == 1  # GQA keeps its packed tile
     specialized = specializable and head_dim == 128 and (long or uniform) and not capped
     if hopper and (specialized or is_dense(layout)) and not forward_tile:
         dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True, specialized=specialized)
-        dense = replace(dense, persistent=int(specialized and uniform and not long))
+        dense = replace(dense, persistent=int(specialized and uniform and not long
+                                              and options.get("fwd_persistent", 1)))
         if dense != fwd:
             fwd, layout = dense, layout_at(dense.block_m // packing(dense, group), dense.block_n)
     return fwd, bwd, layout

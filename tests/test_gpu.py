@@ -77,11 +77,17 @@ def test_warp_specialized_forward(pattern, lq, lk, hq, hkv, dtype, q_offset):
     ("all", 2000, 3000, 2, 2, "bf16", None),  # Lq != Lk
     ("window(511)", 2048, 4096, 2, 2, "bf16", 2048),  # a query offset
 ])
-def test_persistent_warp_specialized_forward(pattern, lq, lk, hq, hkv, dtype, q_offset):
-    """Persistent programs (one per multiprocessor) looping over query blocks, warp-specialized."""
+def test_persistent_warp_specialized_forward(monkeypatch, pattern, lq, lk, hq, hkv, dtype, q_offset):
+    """Persistent programs looping over query blocks, warp-specialized: 7 programs here, so each
+    walks many items (one per multiprocessor would give these small calls one item each), and
+    no split rows (which take one item per program)."""
     plan = plan_for(patternc.parse("window(left=1023, right=0)"), 16384, 16384, None, torch.device("cuda"),
                     torch.bfloat16, 128, {}, 1)
     assert plan.fwd.persistent and plan.fwd.warp_specialize  # the plan's choice there
+    from patternc.ops import launch
+
+    monkeypatch.setattr(launch, "PERSISTENT", 7)
+    monkeypatch.setattr(launch, "SPLITS", 1)
     run_case(pattern, lq=lq, lk=lk, hq=hq, hkv=hkv, d=128, dtype=DTYPES[dtype], block=None, q_offset=q_offset,
              options=dict(WARP_SPECIALIZED, fwd_persistent=1))
 

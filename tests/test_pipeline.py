@@ -222,6 +222,7 @@ def test_forward_registers_are_capped_for_three_programs_per_multiprocessor_at_s
     ("all", 1024, {}, (64, 64, 4, 0)),  # 16 query blocks
     ("window(left=1023, right=0)", 16384, {}, (128, 128, 4, 1)),  # rows of 17 tiles: persistent
     ("window(left=1023, right=0)", 4096, {}, (128, 128, 4, 1)),  # 64 query blocks
+    ("window(left=1023, right=0)", 16384, {"fwd_persistent": 0}, (128, 128, 4, 1)),  # one item per program
     ("window(left=1023, right=0)", 1024, {}, (64, 64, 4, 0)),  # 16 query blocks
     ("causal", 64 * 1024 + 16, {}, (128, 128, 4, 1)),
     ("causal", 4096, {}, (128, 128, 4, 1)),  # 3% partial
@@ -249,15 +250,18 @@ def test_bigger_forward_tiles_where_rows_are_long(text, n, options, tile):
     assert (bwd.block_m, bwd.block_n) == (options.get("bwd_block_m", 64), 64)
 
 
-@pytest.mark.parametrize("options,dtype,head_dim", [
-    ({"fwd_warp_specialize": 1, "fwd_block_m": 64}, torch.bfloat16, 128),
-    ({"fwd_warp_specialize": 1, "fwd_num_warps": 8}, torch.bfloat16, 128),
-    ({"fwd_warp_specialize": 1}, torch.float32, 128),
-    ({"fwd_warp_specialize": 1}, torch.float16, 64),
-    ({"fwd_persistent": 1}, torch.bfloat16, 128),
+ONLY_128 = "fwd_warp_specialize runs only at head dim 128"
+
+
+@pytest.mark.parametrize("options,dtype,head_dim,error", [
+    ({"fwd_warp_specialize": 1, "fwd_block_m": 64}, torch.bfloat16, 128, ONLY_128),
+    ({"fwd_warp_specialize": 1, "fwd_num_warps": 8}, torch.bfloat16, 128, ONLY_128),
+    ({"fwd_warp_specialize": 1}, torch.float32, 128, ONLY_128),
+    ({"fwd_warp_specialize": 1}, torch.float16, 64, ONLY_128),
+    ({"fwd_persistent": 1}, torch.bfloat16, 128, "fwd_persistent needs fwd_warp_specialize"),
 ])
-def test_warp_specialized_forward_only_where_triton_computes_it(options, dtype, head_dim):
-    with pytest.raises(PatterncError, match="fwd_warp_specialize runs only at head dim 128|fwd_persistent needs"):
+def test_warp_specialized_forward_only_where_triton_computes_it(options, dtype, head_dim, error):
+    with pytest.raises(PatterncError, match=error):
         choose_tiles("cuda", dtype, head_dim, options)
     assert choose_tiles("cuda", torch.bfloat16, 128, {"fwd_warp_specialize": 1})[0] == WARP_SPECIALIZED
     cpu = choose_tiles("cpu", dtype, head_dim, options)[0]  # the interpreter runs any tile
@@ -267,6 +271,16 @@ def test_warp_specialized_forward_only_where_triton_computes_it(options, dtype, 
     with pytest.raises(PatterncError, match="needs a Hopper GPU"):
         tiles_and_layout(lambda m, b: causal.layout(4096, 4096, m, b), "cuda", torch.bfloat16, 128,
                          {"fwd_warp_specialize": 1}, hopper=False)
+
+
+def test_persistent_option_needs_the_warp_specialized_forward():
+    with pytest.raises(PatterncError, match="fwd_persistent=1 needs fwd_warp_specialize=1"):
+        check_options({"fwd_persistent": 1})
+    assert check_options({"fwd_persistent": 1, "fwd_warp_specialize": 1}) and check_options({"fwd_persistent": 0})
+    p3 = patternc.parse("window(left=1023, right=0)")  # GQA keeps its packed 64x64 forward
+    fwd, _, _ = tiles_and_layout(lambda m, b: p3.layout(16384, 16384, m, b), "cuda", torch.bfloat16, 128, {},
+                                 group=4, specializable=True)
+    assert (fwd.block_m, fwd.warp_specialize, fwd.persistent) == (64, 0, 0)
 
 
 def test_schedule_takes_heavy_blocks_first_and_the_rest_in_order():

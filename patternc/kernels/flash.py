@@ -25,6 +25,9 @@
 #   Warp-specialized forward (WARP_SPECIALIZE, a single-term pattern on Hopper): one loop over
 #   a row's full then partial tiles, which Triton splits into a TMA producer warp and two
 #   consumer warpgroups; Q, K and V through descriptors made in the kernel (`_descriptor`).
+#   PERSISTENT (with it): one program per multiprocessor takes work items id, id + programs,
+#   ..., and the specialized loop is that outer one (the producer runs ahead into the next
+#   query block); each item's tile loop is then a plain loop inside it.
 #   Pointers: a tile's first row is added in 64 bits, offsets inside it stay 32-bit (WIDE),
 #   except in the dK/dV inner loop, where that 64-bit add cost 13% of the backward pass:
 #   there rows are 32-bit unless WIDE_ROWS says offsets may pass 2**31.

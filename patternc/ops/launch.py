@@ -219,7 +219,7 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
     k_desc, v_desc = (None, None) if specialize else _descriptors(plan, cfg.block_n, k, v)
     geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, specialize, scale, splits, _dot_precision(plan))
     work = lay.num_q_blocks * B * H // plan.pack * splits
-    persistent = specialize and cfg.persistent and splits == 1  # a split row's fp32 parts overflow its shared memory
+    persistent = bool(specialize and cfg.persistent and splits == 1)  # split rows' fp32 parts overflow shared memory
     calls = [(flash.attn_fwd, _persistent(plan, work) if persistent else work, geometry,
               dict(Q=q, K=k, V=v, O=o, LSE=ls, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
                   **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
