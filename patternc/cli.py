@@ -91,7 +91,7 @@ def _cmd_compile(args) -> int:
     out = sys.stderr if args.emit == "-" else sys.stdout  # keep stdout for the source
     print(f"pattern   {pattern}", file=out)
     print(f"kernels   {args.device} {args.dtype} D={args.head_dim}: forward tiles {fwd.block_m}x{fwd.block_n}"
-          f"{(' (persistent, warp-specialized)' if fwd.persistent else ' (warp-specialized)') if fwd.warp_specialize else ''}, "
+          f"{f' ({fwd.loop})' if fwd.loop else ''}, "
           f"backward tiles {bwd.block_m}x{bwd.block_n}", file=out)
     print(f"lengths   q_len={lay.q_len} kv_len={lay.kv_len}; forward grid {lay.num_q_blocks} x {lay.num_kv_blocks} "
           f"= {tiles} tiles", file=out)

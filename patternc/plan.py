@@ -67,6 +67,13 @@ class TileConfig:
     warp_specialize: int = 0  # forward only, 1: one loop that Triton splits into producer and consumer warps
     persistent: int = 0  # warp-specialized forward only, 1: one program per multiprocessor loops over the items
 
+    @property
+    def loop(self) -> str:
+        """How the forward's loop runs, in words ("" for the plain loops)."""
+        if not self.warp_specialize:
+            return ""
+        return "persistent, warp-specialized" if self.persistent else "warp-specialized"
+
 
 WARP_SPECIALIZED = TileConfig(128, 128, 4, 2, warp_specialize=1)  # the one shape Triton 3.6 computes right
 
@@ -260,8 +267,7 @@ class KernelPlan:
     def __str__(self) -> str:
         def tile(name, cfg, lay):
             cap = f", at most {cfg.max_registers} registers" if cfg.max_registers else ""
-            if cfg.warp_specialize:
-                cap += ", persistent warp-specialized" if cfg.persistent else ", warp-specialized"
+            cap += f", {cfg.loop}" if cfg.loop else ""
             return (f"{name} {cfg.block_m}x{cfg.block_n} tiles ({cfg.num_warps} warps, {cfg.num_stages} stages{cap}): "
                     f"{lay.num_full} full, {lay.num_partial} partial")
 
