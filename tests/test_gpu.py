@@ -66,9 +66,23 @@ WARP_SPECIALIZED = dict(fwd_warp_specialize=1)
     ("causal", 256, 4096, 2, 2, "bf16", 3840),  # a query offset
 ])
 def test_warp_specialized_forward(pattern, lq, lk, hq, hkv, dtype, q_offset):
-    """The one-loop forward that Triton's Hopper pass warp-specializes (option fwd_warp_specialize)."""
+    """hopper.py's Gluon forward (option fwd_warp_specialize): producer warp, two consumer warpgroups."""
     run_case(pattern, lq=lq, lk=lk, hq=hq, hkv=hkv, d=128, dtype=DTYPES[dtype], block=None, q_offset=q_offset,
              options=WARP_SPECIALIZED)
+
+
+@pytest.mark.parametrize("splits,programs", [(3, None), (4, 5)])
+def test_warp_specialized_forward_split_rows(monkeypatch, splits, programs):
+    """Its rows split over several items (decoding), one item per program or persistent programs
+    walking several (fp32 parts, merged through the LSE); some splits get no tile."""
+    from patternc.ops import launch
+
+    monkeypatch.setattr(launch, "SPLITS", splits)
+    monkeypatch.setattr(launch, "PERSISTENT", programs)
+    options = dict(WARP_SPECIALIZED, fwd_persistent=int(programs is not None))
+    run_case("causal", lq=200, lk=3000, hq=4, hkv=2, d=128, dtype=torch.bfloat16, block=None, options=options)
+    run_case("window(left=300, right=0)", lq=1000, lk=1000, hq=2, hkv=2, d=128, dtype=torch.float16, block=None,
+             options=options)
 
 
 @pytest.mark.parametrize("pattern,lq,lk,hq,hkv,dtype,q_offset", [
@@ -328,9 +342,8 @@ def test_cuda_graphs_build_plans_outside_their_pool_and_keep_them():
 
 
 def test_warp_specialized_forward_in_cuda_graphs():
-    """The warp-specialized forward (causal, D=128, long rows) makes its descriptors in global
-    scratch from torch's allocator: inside a CUDA graph that is the graph's pool, and replays
-    stay right after other allocations reuse freed memory."""
+    """The warp-specialized forward (hopper.py; causal, D=128, long rows) captured in a CUDA graph:
+    replays stay right after other allocations reuse freed memory."""
     plan = plan_for(patternc.parse("causal"), 4096, 4096, None, torch.device("cuda"), torch.bfloat16, 128, {})
     assert plan.fwd.warp_specialize
     graphed = torch.compile(patternc.attention_from("causal"), mode="reduce-overhead", fullgraph=True)

@@ -224,7 +224,7 @@ class Random(Component):
         block, base, last = em.params(self, "block", "base", "last")
         em.comment("random: key block j // block is one of the blocks drawn for position block p // block")
         rows = em.let("rows", f"tl.minimum((p - {base}) // {block}, {last})  # table row per query position")
-        out = em.mask("tl.zeros((ROWS, COLS), dtype=tl.int1)")
+        out = em.mask("(i < 0) & (j < 0)  # no pair yet (a broadcast: no layout needed)")
         em.line("for t in tl.static_range(RANDOM_SLOTS):  # unrolled; padding slots hold -1, which no key block matches")
         em.line(f"    chosen = tl.load({table} + {rows} * RANDOM_SLOTS + t)")
         em.line(f"    {out} = {out} | (chosen == j // {block})")

@@ -123,16 +123,33 @@ def _version(text: str) -> tuple[int, int]:
     return int(major.group()) if major else 0, int(minor.group()) if minor else 0
 
 
-def descriptor(t, block_shape: list[int]):
-    """A TMA tensor descriptor of all of ``t``, loading tiles of ``block_shape`` (zero past the edges)."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
+def descriptor(t, block_shape: list[int], gluon: bool = False):
+    """A TMA tensor descriptor of all of ``t``, loading tiles of ``block_shape`` (zero past the edges);
+    ``gluon``: Gluon's kind, which names its shared-memory layout (`hopper.py` takes those)."""
+    if not gluon:
+        from triton.tools.tensor_descriptor import TensorDescriptor
 
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), block_shape)
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), block_shape)
+    import torch
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}[t.dtype]
+    layout = gl.NVMMASharedLayout.get_default_for(block_shape, dtype)
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block_shape, layout)
 
 
 def kernels(interpret: bool):
     """The static flash-attention kernels (`flash.py`), compiled or interpreted."""
     return _module("patternc_flash", lambda: _FLASH, interpret)
+
+
+def hopper_kernels():
+    """The warp-specialized Hopper forward (`hopper.py`, in Gluon: compiled only, never interpreted)."""
+    prepare(False)
+    from . import hopper
+
+    return hopper
 
 
 def mask_function(src: KernelSource, interpret: bool):

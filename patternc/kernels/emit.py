@@ -26,7 +26,7 @@ from .._version import __version__
 from ..ir import Intersect, Node, Union, top_terms
 from ..resolve import Resolved
 
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7
 TAG_BITS = 30  # must match patternc.layout.build: terms past this are evaluated on every tile
 
 
@@ -106,7 +106,8 @@ class Emitter:
         union_root = isinstance(root, Union)
         self.comment(f"the tile's TAGS say which of the {len(terms)} terms are partial here; the others are "
                      + ("empty (skipped)" if union_root else "full (skipped)"))
-        self.line(f"keep = tl.full((ROWS, COLS), {0 if union_root else 1}, tl.int1)")
+        # a broadcast of the indices (never negative), not tl.full: it needs no layout (hopper.py calls it too)
+        self.line("keep = (i < 0) & (j < 0)  # no pair yet" if union_root else "keep = (i >= 0) & (j >= 0)  # every pair")
         for t, term in enumerate(terms):
             guarded = t < TAG_BITS
             self.comment(f"term {t}: {term.shape()}")

@@ -22,12 +22,7 @@
 #   Grids are 1-D with blocks varying fastest (neighbouring programs share one head's K/V in
 #   L2; B x H is not bound by the 65535 limit of a second grid axis), in the order of the
 #   plan's schedule (ORDER, HEAVY): blocks with many times the mean number of tiles first.
-#   Warp-specialized forward (WARP_SPECIALIZE, a single-term pattern on Hopper): one loop over
-#   a row's full then partial tiles, which Triton splits into a TMA producer warp and two
-#   consumer warpgroups; Q, K and V through descriptors made in the kernel (`_descriptor`).
-#   PERSISTENT (with it): one program per multiprocessor takes work items id, id + programs,
-#   ..., and the specialized loop is that outer one (the producer runs ahead into the next
-#   query block); each item's tile loop is then a plain loop inside it.
+#   The warp-specialized forward of single-term patterns on Hopper is hopper.py's (Gluon).
 #   Pointers: a tile's first row is added in 64 bits, offsets inside it stay 32-bit (WIDE),
 #   except in the dK/dV inner loop, where that 64-bit add cost 13% of the backward pass:
 #   there rows are 32-bit unless WIDE_ROWS says offsets may pass 2**31.
@@ -57,22 +52,14 @@ def _program(LEN, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _scheduled(w, WORK, LEN, BLOCK: tl.constexpr, ORDER, HEAVY, BRANCHLESS: tl.constexpr = False):
+def _scheduled(w, WORK, LEN, BLOCK: tl.constexpr, ORDER, HEAVY):
     """(block, rest) of work item w of WORK = blocks x rests (rest: batch x head, and more): first
     the HEAVY blocks ORDER[:HEAVY] for every rest, then for each rest its other blocks
-    ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule). A program takes item
-    w = its id, or (the persistent forward) every item its id + k x programs. BRANCHLESS: the
-    same without control flow (Triton's warp specialization gives up on a kernel that branches
-    before its loop)."""
+    ORDER[HEAVY:], varying fastest (see patternc.plan.Schedule). A program takes item w = its
+    id, or (hopper.py's persistent forward) every item its id + k x programs."""
     num_blocks = tl.cdiv(LEN, BLOCK)
     rests = WORK // num_blocks
-    if BRANCHLESS:
-        heavy = w < HEAVY * rests
-        light = tl.maximum(num_blocks - HEAVY, 1)
-        rank = tl.where(heavy, w // rests, HEAVY + (w - HEAVY * rests) % light)
-        rest = tl.where(heavy, w % rests, (w - HEAVY * rests) // light)
-        block = tl.load(ORDER + rank, mask=HEAVY > 0, other=rank)  # ORDER is the identity when HEAVY == 0
-    elif HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
+    if HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
         block, rest = w % num_blocks, w // num_blocks
     else:
         if w < HEAVY * rests:
@@ -213,48 +200,6 @@ def _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, INDICES, T
     return acc, l_i, m_i
 
 
-@triton.jit
-def _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, lo, hi,
-                offs_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK: tl.constexpr, EVEN_N: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr,
-                DOT_PRECISION: tl.constexpr, INNER: tl.constexpr):
-    """`_fwd_tiles` over tiles [lo, hi) of the row's full list then its partial list, in ONE loop
-    that Triton's Hopper pass warp-specializes (this one when INNER, else the persistent loop
-    around it): a producer warp issues the TMA loads of K and V (``k_desc``, ``v_desc``: this
-    head's [KV_LEN, D] descriptors) and two consumer warpgroups compute, each on half of the
-    tile's rows (``offs_m``). The pass gives up on a function with a second loop, or with a
-    branch in this one, so every tile evaluates MASK: only for a single-term pattern (no TAGS),
-    which holds on every pair of a full tile."""
-    for t in tl.range(lo, hi, warp_specialize=INNER):
-        full = t < n_full
-        start_n = tl.where(full, tl.load(FULL_INDICES + full_lo + t, mask=full, other=0),
-                           tl.load(PART_INDICES + part_lo + t - n_full, mask=not full, other=0)) * BLOCK_N
-        qk = tl.dot(q, k_desc.load([start_n, 0]).T, input_precision=DOT_PRECISION)
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        keep = MASK(offs_m[:, None], offs_n[None, :], Q_OFFSET, PARAMS, 0, ROWS=BLOCK_M, COLS=BLOCK_N,
-                    RANDOM_SLOTS=RANDOM_SLOTS)
-        if not EVEN_N:
-            keep = keep & (offs_n[None, :] < KV_LEN)
-        qk = tl.where(keep, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
-        alpha = tl.math.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = v_desc.load([start_n, 0])
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
-        m_i = m_new
-    return acc, l_i, m_i
-
-
-@triton.jit
-def _descriptor(X, LEN, stride_m, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
-    """A TMA descriptor of the [LEN, HEAD_DIM] matrix at X (rows stride_m apart, contiguous), made
-    in the kernel, tiles of BLOCK rows; zeros past LEN. (Triton's warp-specialized loop hangs on
-    host-made descriptors; these need the launch's global scratch, 128 bytes each.)"""
-    return tl.make_tensor_descriptor(X, shape=[LEN, HEAD_DIM], strides=[stride_m, 1], block_shape=[BLOCK, HEAD_DIM])
-
-
 @triton.jit(do_not_specialize=LENGTHS)
 def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS,
              ORDER, HEAVY,
@@ -263,42 +208,9 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
              H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls,
              MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
              BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
-             PACK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr = False, PERSISTENT: tl.constexpr = False):
-    """Forward: WORK = (query blocks x batch x heads) items, each computing O and LSE of one query
-    block's rows (`_fwd_item`): one item per program, or (PERSISTENT, warp-specialized) one
-    program per multiprocessor taking items id, id + programs, ... in one loop, which Triton
-    splits into a producer warp that runs ahead into the next item's K/V tiles while two
-    consumer warpgroups compute: rows of a few tiles no longer pay their pipeline's fill and
-    drain alone (P3, 9 tiles of 128 per row: forward -7..9%)."""
-    if PERSISTENT:
-        for w in tl.range(tl.program_id(0), WORK, tl.num_programs(0), warp_specialize=True):
-            _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS,
-                      PART_INDICES, PART_TAGS, ORDER, HEAVY, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb,
-                      stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, stride_ob,
-                      stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS,
-                      stride_os, stride_ls, MASK=MASK, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
-                      BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, DOT_PRECISION=DOT_PRECISION,
-                      PACK=PACK, WARP_SPECIALIZE=True, PERSISTENT=True)
-    else:
-        _fwd_item(tl.program_id(0), Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS,
-                  PART_INDICES, PART_TAGS, ORDER, HEAVY, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb,
-                  stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, stride_ob,
-                  stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS,
-                  stride_os, stride_ls, MASK=MASK, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK_M=BLOCK_M,
-                  BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, DOT_PRECISION=DOT_PRECISION,
-                  PACK=PACK, WARP_SPECIALIZE=WARP_SPECIALIZE, PERSISTENT=False)
-
-
-@triton.jit
-def _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES,
-              PART_TAGS, ORDER, HEAVY,
-              stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
-              stride_vb, stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
-              H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls,
-              MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-              BLOCK_N: tl.constexpr, RANDOM_SLOTS: tl.constexpr, EVEN_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
-              PACK: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, PERSISTENT: tl.constexpr):
-    """Work item w: one (query block, batch x head).
+             PACK: tl.constexpr):
+    """Forward: WORK = (query blocks x batch x heads) items, one per program, each computing O and
+    LSE of one query block's rows.
     PACK = GROUP (GQA): an item takes the query block of every head of one kv head's group,
     its tile's rows interleaved (row r: head r % PACK, query r // PACK of a block of
     BLOCK_M // PACK queries), so each K/V tile is read once for the group.
@@ -306,8 +218,7 @@ def _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_IND
     tiles, each writing its part's normalized O and LSE at O + split * stride_os and
     LSE + split * stride_ls, merged afterwards through the log-sum-exp (patternc.ops.launch)."""
     tl.static_assert(BLOCK_M % 16 == 0 and BLOCK_N % 16 == 0 and D_PAD >= HEAD_DIM and BLOCK_M % PACK == 0)
-    tl.static_assert(not WARP_SPECIALIZE or (PACK == 1 and D_PAD == HEAD_DIM and K_DESC is None and V_DESC is None))
-    qb, rest = _scheduled(w, WORK, Q_LEN, BLOCK_M // PACK, ORDER, HEAVY, BRANCHLESS=WARP_SPECIALIZE)
+    qb, rest = _scheduled(tl.program_id(0), WORK, Q_LEN, BLOCK_M // PACK, ORDER, HEAVY)
     split = rest % SPLITS
     off_bh = rest // SPLITS  # (batch, head), or (batch, kv head) when packed
     off_b = off_bh // (H // PACK)
@@ -316,16 +227,8 @@ def _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_IND
         off_hk = off_h // GROUP
         start_m = qb * BLOCK_M
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        if WARP_SPECIALIZE:  # Q through the TMA too: Triton's pass gives up on a pointer load of it
-            # The row is max(start_m, 0), not start_m: the pass splits the tile's rows between two
-            # consumers, gives the second this coordinate + 64, and then also uses it for any
-            # `start_m + tl.arange` (shifted twice: rows 64-127 became 128-191). Another value
-            # than start_m keeps the row indices out of it.
-            q = _descriptor(_head(Q, off_b, off_h, stride_qb, stride_qh), Q_LEN, stride_qm, HEAD_DIM=HEAD_DIM,
-                            BLOCK=BLOCK_M).load([tl.maximum(start_m, 0), 0])
-        else:
-            q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
-                      HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
+        q = _tile(_head(Q, off_b, off_h, stride_qb, stride_qh), start_m, Q_LEN, stride_qm, stride_qd,
+                  HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
     else:
         off_hk = off_bh % (H // PACK)
         r = tl.arange(0, BLOCK_M)
@@ -345,26 +248,18 @@ def _fwd_item(w, Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_IND
     n_full = full_hi - full_lo
     lo = split * (n_full + part_hi - part_lo) // SPLITS
     hi = (split + 1) * (n_full + part_hi - part_lo) // SPLITS
-    if WARP_SPECIALIZE:
-        k_desc = _descriptor(K, KV_LEN, stride_kn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N)
-        v_desc = _descriptor(V, KV_LEN, stride_vn, HEAD_DIM=HEAD_DIM, BLOCK=BLOCK_N)
-        acc, l_i, m_i = _fwd_row_ws(acc, l_i, m_i, q, k_desc, v_desc, FULL_INDICES, PART_INDICES, full_lo, n_full,
-                                    part_lo, lo, hi, offs_m, KV_LEN, Q_OFFSET, PARAMS, qk_scale, MASK=MASK,
-                                    EVEN_N=EVEN_N, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
-                                    DOT_PRECISION=DOT_PRECISION, INNER=not PERSISTENT)
-    else:
-        acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
-                                   full_lo + tl.minimum(lo, n_full), full_lo + tl.minimum(hi, n_full), offs_m,
-                                   stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
-                                   MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD,
-                                   BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
-                                   DOT_PRECISION=DOT_PRECISION)
-        acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, PART_INDICES, PART_TAGS,
-                                   part_lo + tl.maximum(lo - n_full, 0), part_lo + tl.maximum(hi - n_full, 0),
-                                   offs_m, stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS,
-                                   qk_scale, MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD,
-                                   BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
-                                   DOT_PRECISION=DOT_PRECISION)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
+                               full_lo + tl.minimum(lo, n_full), full_lo + tl.minimum(hi, n_full), offs_m,
+                               stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
+                               MASK=MASK, IS_FULL=True, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD,
+                               BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
+                               DOT_PRECISION=DOT_PRECISION)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, PART_INDICES, PART_TAGS,
+                               part_lo + tl.maximum(lo - n_full, 0), part_lo + tl.maximum(hi - n_full, 0),
+                               offs_m, stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS,
+                               qk_scale, MASK=MASK, IS_FULL=False, EVEN_N=EVEN_N, HEAD_DIM=HEAD_DIM, D_PAD=D_PAD,
+                               BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, RANDOM_SLOTS=RANDOM_SLOTS,
+                               DOT_PRECISION=DOT_PRECISION)
     # Rows that attended nothing: O = 0 and LSE = -inf.
     empty = l_i == 0.0
     l_use = tl.where(empty, 1.0, l_i)

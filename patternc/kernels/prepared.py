@@ -31,9 +31,11 @@ ENCODED_PER_SLOT = 32  # encoded descriptors a slot keeps (addresses seen), befo
 
 
 class Tma(NamedTuple):
-    """``tensor`` handed to a kernel as a TMA descriptor of tiles of ``block``."""
+    """``tensor`` handed to a kernel as a TMA descriptor of tiles of ``block`` (Gluon's kind for
+    ``gluon``: `cache.descriptor`)."""
     tensor: torch.Tensor
     block: tuple
+    gluon: bool = False
 
 
 def triton_args(values: dict) -> dict:
@@ -42,7 +44,7 @@ def triton_args(values: dict) -> dict:
 
 
 def _triton_arg(value):
-    return descriptor(value.tensor, list(value.block)) if isinstance(value, Tma) else value
+    return descriptor(value.tensor, list(value.block), value.gluon) if isinstance(value, Tma) else value
 
 
 def scratch(launch, *args, **kwargs):

@@ -127,11 +127,11 @@ def _tma_wanted(plan: KernelPlan) -> bool:
 
 
 def _warp_specialized(plan: KernelPlan, cfg, q, k, v) -> bool:
-    """The forward runs its warp-specialized loop (`TileConfig.warp_specialize`), which loads Q, K
-    and V through descriptors it makes and evaluates a single-term mask on every tile: where the
-    plan asks for it, the mask has one term and the TMA can address the tensors."""
-    return bool(cfg.warp_specialize and _tma_wanted(plan) and plan.pack == 1 and plan.d_pad == plan.head_dim
-                and not plan.source.tagged and all(_tma_ok(t) for t in (q, k, v)))
+    """The forward runs the warp-specialized kernel (`TileConfig.warp_specialize`, `hopper.py`),
+    which loads Q, K and V through TMA descriptors and takes a single-term mask: where the plan
+    asks for it, on a GPU, the mask has one term and the TMA can address the tensors."""
+    return bool(cfg.warp_specialize and not plan.interpret and _tma_wanted(plan) and plan.pack == 1
+                and plan.d_pad == plan.head_dim and not plan.source.tagged and all(_tma_ok(t) for t in (q, k, v)))
 
 
 def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
@@ -165,12 +165,11 @@ def _splits(plan: KernelPlan, programs: int, device: torch.device) -> int:
 
 
 def _persistent(plan: KernelPlan, work: int) -> int:
-    """Programs of the warp-specialized forward, which loop over its ``work`` items: one per
-    multiprocessor (its 180-230 KB of shared memory fit one), a few in the interpreter (so a
-    program walks several items there too)."""
+    """Programs of the persistent warp-specialized forward, which loop over its ``work`` items: one
+    per multiprocessor (its 197 KB of shared memory fit one)."""
     if PERSISTENT is not None:
         return min(PERSISTENT, work)
-    return min(work, 3 if plan.interpret else _multiprocessors(plan.device))
+    return min(work, _multiprocessors(plan.device))
 
 
 def _lists(lay, transposed: bool, schedule) -> dict:
@@ -213,21 +212,30 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
     lay, cfg = plan.fwd_layout, plan.fwd
     splits = 1 if parts is None else parts[0].shape[0]
     o, ls = (out, lse) if parts is None else parts
-    specialize = _warp_specialized(plan, cfg, q, k, v)
-    if cfg.warp_specialize and not specialize:  # the plain loops (a union, or tensors the TMA cannot address): 8 warps
-        cfg = replace(cfg, num_warps=max(cfg.num_warps, 8))
-    k_desc, v_desc = (None, None) if specialize else _descriptors(plan, cfg.block_n, k, v)
-    geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, specialize, scale, splits, _dot_precision(plan))
     work = lay.num_q_blocks * B * H // plan.pack * splits
-    persistent = bool(specialize and cfg.persistent and splits == 1)  # split rows' fp32 parts overflow shared memory
-    calls = [(flash.attn_fwd, _persistent(plan, work) if persistent else work, geometry,
-              dict(Q=q, K=k, V=v, O=o, LSE=ls, K_DESC=k_desc, V_DESC=v_desc), lambda: dict(
-                  **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
-                  **_strides("v", v, "bhnd"), **_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), H=H,
-                  GROUP=H // k.shape[1], WORK=work, qk_scale=scale * LOG2E, SPLITS=splits,
-                  stride_ls=ls.view(splits, B * H * Lq).stride(0), PACK=plan.pack, MASK=mask,
-                  WARP_SPECIALIZE=specialize, PERSISTENT=persistent,
-                  **_common(plan, q, cfg)))]
+    outputs = dict(**_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), stride_ls=ls.view(splits, B * H * Lq).stride(0))
+    if _warp_specialized(plan, cfg, q, k, v):
+        descriptors = dict(Q_DESC=Tma(q, (1, 1, cfg.block_m // 2, D), gluon=True),
+                           K_DESC=Tma(k, (1, 1, cfg.block_n, D), gluon=True),
+                           V_DESC=Tma(v, (1, 1, cfg.block_n, D), gluon=True))
+        geometry = (_geometry(q, k, v), "warp-specialized", scale, splits)
+        calls = [(cache.hopper_kernels().attn_fwd_ws, _persistent(plan, work) if cfg.persistent else work, geometry,
+                  dict(**descriptors, O=o, LSE=ls), lambda: dict(
+                      **{name: value for name, value in _lists(lay, False, plan.fwd_schedule).items() if name != "PART_TAGS"},
+                      **outputs, H=H, GROUP=H // k.shape[1], Q_LEN=plan.q_len, KV_LEN=plan.kv_len,
+                      Q_OFFSET=plan.q_offset, WORK=work, qk_scale=scale * LOG2E, SPLITS=splits, PARAMS=plan.params,
+                      MASK=mask, RANDOM_SLOTS=plan.random_slots, EVEN_N=plan.kv_len % cfg.block_n == 0,
+                      num_warps=cfg.num_warps))]
+    else:
+        if cfg.warp_specialize:  # the plain loops (a union, or tensors the TMA cannot address): 8 warps
+            cfg = replace(cfg, num_warps=max(cfg.num_warps, 8))
+        k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
+        geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, scale, splits, _dot_precision(plan))
+        calls = [(flash.attn_fwd, work, geometry, dict(Q=q, K=k, V=v, O=o, LSE=ls, K_DESC=k_desc, V_DESC=v_desc),
+                  lambda: dict(
+                      **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
+                      **_strides("v", v, "bhnd"), **outputs, H=H, GROUP=H // k.shape[1], WORK=work,
+                      qk_scale=scale * LOG2E, SPLITS=splits, PACK=plan.pack, MASK=mask, **_common(plan, q, cfg)))]
     if parts is not None:
         calls.append((flash.attn_merge, B * H * Lq, geometry, dict(PARTS=o, PART_LSE=ls, O=out, LSE=lse),
                       lambda: dict(ROWS=B * H * Lq, SPLITS=splits, HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad,

@@ -1,0 +1,255 @@
+# patternc's warp-specialized forward for Hopper (sm_90), written in Gluon (Triton's tile-level
+# language with explicit layouts, shared memory, barriers and warp partitions).
+#
+# Pattern-independent like flash.py (whose conventions it shares: Q [B, H, Lq, D], K and V
+# [B, HKV, Lk, D], scores in log2 units, LSE natural-log and -inf for empty rows, the layout's
+# full and partial tile lists, the plan's schedule); the pattern enters as MASK, the generated
+# @triton.jit `pattern_mask` of a single-term pattern, called on partial tiles only.
+#
+# One program (a CTA of 9 warps) takes work items w = id, id + programs, ...: one item is a
+# 128-row query block of one (batch, head), or one split of its key tiles (decoding). Three
+# partitions run side by side:
+#   producer (1 warp): TMA loads of each item's Q (two 64-row halves, double-buffered across
+#     items) and of its K and V tiles into a ring of STAGES buffers;
+#   two consumers (a warpgroup each, 64 query rows each): per key tile, S = Q K^T and O += P V
+#     on the tensor cores (wgmma), the online softmax in between. A consumer issues tile j's
+#     QK^T and tile j-1's PV together and runs tile j's softmax while the PV computes
+#     (FlashAttention-3's intra-warpgroup overlap); the two consumers are not kept in step, so
+#     one's softmax also overlaps the other's MMAs.
+# Barriers: *_ready (the TMA's bytes landed) and *_empty (both consumers are done reading a
+# buffer; a fresh barrier passes a wait for parity 1, so the producer's first pass through the
+# ring does not wait). Launched with one program per item, or fewer (persistent programs: the
+# producer then runs ahead into the next item while the consumers finish this one).
+# Measured against Triton 3.6's automatic warp specialization of flash.py's loop (v12-v13) on
+# an H100 (results/2026-11-26-gluon-probe-h100.txt, B=2 H=16 D=128 bf16): causal 16K 4.22 ->
+# 3.49 ms, `all` 16K 7.73 -> 7.01 ms, P3 16K 0.687 -> 0.628 ms (cuDNN: causal 3.68, `all` 7.13).
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+
+from .flash import _scheduled
+
+LN2 = gl.constexpr(0.6931471805599453)
+CONSUMER_REGISTERS = gl.constexpr(232)  # per thread, of the second consumer (the first gets what remains: 248)
+PRODUCER_REGISTERS = gl.constexpr(24)
+
+
+@gluon.jit
+def _item(w, FULL_OFFSETS, PART_OFFSETS, ORDER, HEAVY, H, GROUP, Q_LEN, WORK, SPLITS, BLOCK_M: gl.constexpr):
+    """Work item w: (query block, batch, head, kv head, split, and the split's tiles [lo, hi) of the
+    block's full list then partial list laid end to end: full_lo, n_full, part_lo)."""
+    qb, rest = _scheduled(w, WORK, Q_LEN, BLOCK_M, ORDER, HEAVY)
+    split = rest % SPLITS
+    off_bh = rest // SPLITS
+    off_h = off_bh % H
+    full_lo = gl.load(FULL_OFFSETS + qb)
+    n_full = gl.load(FULL_OFFSETS + qb + 1) - full_lo
+    part_lo = gl.load(PART_OFFSETS + qb)
+    tiles = n_full + gl.load(PART_OFFSETS + qb + 1) - part_lo
+    lo = split * tiles // SPLITS
+    hi = (split + 1) * tiles // SPLITS
+    return qb, off_bh // H, off_h, off_h // GROUP, split, full_lo, n_full, part_lo, lo, hi
+
+
+@gluon.jit
+def _key_start(t, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, BLOCK_N: gl.constexpr):
+    """First key of tile t of an item's list (full tiles first)."""
+    if t < n_full:
+        block = gl.load(FULL_INDICES + full_lo + t)
+    else:
+        block = gl.load(PART_INDICES + part_lo + t - n_full)
+    return block * BLOCK_N
+
+
+@gluon.jit
+def _producer(Q_DESC, K_DESC, V_DESC, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
+              FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, ORDER, HEAVY, H, GROUP, Q_LEN, WORK, SPLITS,
+              STAGES: gl.constexpr):
+    HALF: gl.constexpr = Q_DESC.block_type.shape[2]
+    BLOCK_N: gl.constexpr = K_DESC.block_type.shape[2]
+    c = 0  # K/V tiles loaded so far: ring slot c % STAGES, pass c // STAGES
+    it = 0  # items so far: Q buffer it % 2
+    for w in range(gl.program_id(0), WORK, gl.num_programs(0)):
+        qb, off_b, off_h, off_hk, split, full_lo, n_full, part_lo, lo, hi = _item(
+            w, FULL_OFFSETS, PART_OFFSETS, ORDER, HEAVY, H, GROUP, Q_LEN, WORK, SPLITS, 2 * HALF)
+        qs = it % 2
+        mbarrier.wait(q_empty.index(qs), ((it // 2) & 1) ^ 1)
+        mbarrier.expect(q_ready.index(qs), 2 * Q_DESC.block_type.nbytes)
+        for half in gl.static_range(2):  # rows past Q_LEN read as zeros
+            tma.async_copy_global_to_shared(Q_DESC, [off_b, off_h, qb * 2 * HALF + half * HALF, 0],
+                                            q_ready.index(qs), q_smem.index(2 * qs + half))
+        for t in range(lo, hi):
+            start_n = _key_start(t, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, BLOCK_N)
+            s = c % STAGES
+            phase = (c // STAGES) & 1
+            mbarrier.wait(k_empty.index(s), phase ^ 1)
+            mbarrier.expect(k_ready.index(s), K_DESC.block_type.nbytes)
+            tma.async_copy_global_to_shared(K_DESC, [off_b, off_hk, start_n, 0], k_ready.index(s), k_smem.index(s))
+            mbarrier.wait(v_empty.index(s), phase ^ 1)
+            mbarrier.expect(v_ready.index(s), V_DESC.block_type.nbytes)
+            tma.async_copy_global_to_shared(V_DESC, [off_b, off_hk, start_n, 0], v_ready.index(s), v_smem.index(s))
+            c += 1
+        it += 1
+
+
+@gluon.jit
+def _scores(qk, t, n_full, start_n, offs_m, KV_LEN, Q_OFFSET, PARAMS, MASK: gl.constexpr,
+            RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, cols: gl.constexpr):
+    """qk with -inf where a pair is dropped: the pattern's on partial tiles, and keys past KV_LEN
+    (zeros from the TMA) unless EVEN_N."""
+    HALF: gl.constexpr = qk.shape[0]
+    BLOCK_N: gl.constexpr = qk.shape[1]
+    offs_n = start_n + gl.arange(0, BLOCK_N, layout=cols)
+    if t >= n_full:
+        keep = MASK(offs_m[:, None], offs_n[None, :], Q_OFFSET, PARAMS, 0, ROWS=HALF, COLS=BLOCK_N,
+                    RANDOM_SLOTS=RANDOM_SLOTS)
+        if not EVEN_N:
+            keep = keep & (offs_n[None, :] < KV_LEN)
+        qk = gl.where(keep, qk, float("-inf"))
+    elif not EVEN_N:
+        qk = gl.where(offs_n[None, :] < KV_LEN, qk, float("-inf"))
+    return qk
+
+
+@gluon.jit
+def _softmax(qk, m_i, l_i, qk_scale):
+    """One online-softmax step: P (unnormalized), the new running max and sum, and alpha, the
+    factor that rescales what was accumulated before."""
+    m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
+    m_use = gl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing yet: avoid -inf - -inf
+    p = gl.exp2(qk * qk_scale - m_use[:, None])
+    alpha = gl.exp2(m_i - m_use)
+    return p, m_new, l_i * alpha + gl.sum(p, 1), alpha
+
+
+@gluon.jit
+def _consumer(half: gl.constexpr, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
+              O, LSE, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, ORDER, HEAVY,
+              stride_ob, stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS,
+              stride_os, stride_ls, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr,
+              STAGES: gl.constexpr):
+    """Query rows [64 half, 64 half + 64) of each item's block."""
+    HALF: gl.constexpr = q_smem.shape[3]
+    BLOCK_N: gl.constexpr = k_smem.shape[3]
+    HEAD_DIM: gl.constexpr = k_smem.shape[4]
+    dtype: gl.constexpr = q_smem.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    rows: gl.constexpr = gl.SliceLayout(1, s_layout)
+    cols: gl.constexpr = gl.SliceLayout(0, s_layout)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    zero = gl.zeros([HALF, BLOCK_N], gl.float32, s_layout)
+    c = 0
+    it = 0
+    for w in range(gl.program_id(0), WORK, gl.num_programs(0)):
+        qb, off_b, off_h, off_hk, split, full_lo, n_full, part_lo, lo, hi = _item(
+            w, FULL_OFFSETS, PART_OFFSETS, ORDER, HEAVY, H, GROUP, Q_LEN, WORK, SPLITS, 2 * HALF)
+        offs_m = qb * 2 * HALF + half * HALF + gl.arange(0, HALF, layout=rows)
+        qs = it % 2
+        mbarrier.wait(q_ready.index(qs), (it // 2) & 1)
+        q = q_smem.index(2 * qs + half).reshape([HALF, HEAD_DIM])
+        m_i = gl.full([HALF], float("-inf"), gl.float32, rows)
+        l_i = gl.full([HALF], 0.0, gl.float32, rows)
+        acc = gl.zeros([HALF, HEAD_DIM], gl.float32, o_layout)
+        if hi > lo:
+            s = c % STAGES
+            mbarrier.wait(k_ready.index(s), (c // STAGES) & 1)
+            qk = warpgroup_mma(q, k_smem.index(s).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), zero,
+                               use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
+            mbarrier.arrive(k_empty.index(s))
+            start_n = _key_start(lo, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, BLOCK_N)
+            qk = _scores(qk, lo, n_full, start_n, offs_m, KV_LEN, Q_OFFSET, PARAMS, MASK, RANDOM_SLOTS, EVEN_N, cols)
+            p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, qk_scale)
+            p = gl.convert_layout(p.to(dtype), p_layout)
+            for t in range(lo + 1, hi):
+                s = (c + t - lo) % STAGES
+                ps = (c + t - lo - 1) % STAGES
+                mbarrier.wait(k_ready.index(s), ((c + t - lo) // STAGES) & 1)
+                qk = warpgroup_mma(q, k_smem.index(s).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), zero,
+                                   use_acc=False, is_async=True)
+                mbarrier.wait(v_ready.index(ps), ((c + t - lo - 1) // STAGES) & 1)
+                acc = warpgroup_mma(p, v_smem.index(ps).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
+                qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))  # this tile's S; the PV still runs
+                mbarrier.arrive(k_empty.index(s))
+                start_n = _key_start(t, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, BLOCK_N)
+                qk = _scores(qk, t, n_full, start_n, offs_m, KV_LEN, Q_OFFSET, PARAMS, MASK, RANDOM_SLOTS, EVEN_N,
+                             cols)
+                p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, qk_scale)
+                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+                mbarrier.arrive(v_empty.index(ps))
+                acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
+                p = gl.convert_layout(p.to(dtype), p_layout)
+            s = (c + hi - lo - 1) % STAGES
+            mbarrier.wait(v_ready.index(s), ((c + hi - lo - 1) // STAGES) & 1)
+            acc = warpgroup_mma(p, v_smem.index(s).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+            mbarrier.arrive(v_empty.index(s))
+        mbarrier.arrive(q_empty.index(qs))
+        # Rows that attended nothing: O = 0 and LSE = -inf. A split writes its own fp32 part.
+        empty = l_i == 0.0
+        l_use = gl.where(empty, 1.0, l_i)
+        out = acc / gl.convert_layout(l_use, o_rows)[:, None]
+        o_m = gl.convert_layout(offs_m, o_rows)
+        d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+        base = split.to(gl.int64) * stride_os + off_b.to(gl.int64) * stride_ob + off_h.to(gl.int64) * stride_oh
+        gl.store(O + base + o_m.to(gl.int64)[:, None] * stride_om + d[None, :] * stride_od,
+                 out.to(O.dtype.element_ty), mask=(o_m < Q_LEN)[:, None])
+        lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_use)) * LN2)
+        rows_at = LSE + split.to(gl.int64) * stride_ls + (off_b * H + off_h).to(gl.int64) * Q_LEN
+        gl.store(rows_at + offs_m, lse, mask=offs_m < Q_LEN)
+        c += hi - lo
+        it += 1
+
+
+@gluon.jit
+def _consumer0(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, STAGES: gl.constexpr):
+    _consumer(0, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, STAGES=STAGES)
+
+
+@gluon.jit
+def _consumer1(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, STAGES: gl.constexpr):
+    _consumer(1, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, STAGES=STAGES)
+
+
+@gluon.jit(do_not_specialize=["Q_OFFSET", "HEAVY", "WORK"])
+def attn_fwd_ws(Q_DESC, K_DESC, V_DESC, O, LSE, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES,
+                ORDER, HEAVY, stride_ob, stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK,
+                qk_scale, SPLITS, stride_os, stride_ls, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr,
+                EVEN_N: gl.constexpr, STAGES: gl.constexpr = 2):
+    """Forward of WORK items (query blocks x batch x heads x splits) over the programs launched.
+    Q_DESC: TMA descriptor of Q [B, H, Lq, D], tiles [1, 1, 64, D]; K_DESC, V_DESC of K and V
+    [B, HKV, Lk, D], tiles [1, 1, BLOCK_N, D]. Other arguments as flash.py's attn_fwd."""
+    dtype: gl.constexpr = Q_DESC.dtype
+    q_smem = gl.allocate_shared_memory(dtype, [4] + Q_DESC.block_type.shape, Q_DESC.layout)  # 2 items x 2 halves
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES] + K_DESC.block_type.shape, K_DESC.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES] + V_DESC.block_type.shape, V_DESC.layout)
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=2)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(v_empty.index(i), count=2)
+    consumer = (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, O, LSE, PARAMS,
+                FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, ORDER, HEAVY, stride_ob, stride_oh, stride_om,
+                stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls)
+    # (constexprs apart: an assigned tuple turns its values into tensors, and a function is none)
+    gl.warp_specialize([
+        (_consumer0, (consumer, MASK, RANDOM_SLOTS, EVEN_N, STAGES)),
+        (_consumer1, (consumer, MASK, RANDOM_SLOTS, EVEN_N, STAGES)),
+        (_producer, (Q_DESC, K_DESC, V_DESC, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready,
+                     v_empty, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, ORDER, HEAVY, H, GROUP, Q_LEN,
+                     WORK, SPLITS, STAGES)),
+    ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
