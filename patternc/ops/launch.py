@@ -225,7 +225,7 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
                       **outputs, H=H, GROUP=H // k.shape[1], Q_LEN=plan.q_len, KV_LEN=plan.kv_len,
                       Q_OFFSET=plan.q_offset, WORK=work, qk_scale=scale * LOG2E, SPLITS=splits, PARAMS=plan.params,
                       MASK=mask, RANDOM_SLOTS=plan.random_slots, EVEN_N=plan.kv_len % cfg.block_n == 0,
-                      num_warps=cfg.num_warps))]
+                      STAGES=cfg.num_stages, num_warps=cfg.num_warps))]
     else:
         if cfg.warp_specialize:  # the plain loops (a union, or tensors the TMA cannot address): 8 warps
             cfg = replace(cfg, num_warps=max(cfg.num_warps, 8))
