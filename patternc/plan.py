@@ -75,7 +75,9 @@ class TileConfig:
         return "persistent, warp-specialized" if self.persistent else "warp-specialized"
 
 
-WARP_SPECIALIZED = TileConfig(128, 128, 4, 2, warp_specialize=1)  # the one shape Triton 3.6 computes right
+# hopper.py's Gluon kernel: 128-row query blocks (two consumer warpgroups of 64 rows), 128-key
+# tiles in a ring of 2 K and 2 V buffers, a 4-warp default partition (the launch's num_warps)
+WARP_SPECIALIZED = TileConfig(128, 128, 4, 2, warp_specialize=1)
 
 
 def _caps_registers(name: str) -> bool:
@@ -122,10 +124,9 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
     215 registers, spills and slows down under the cap: +3%), nor for the backward (dK/dV
     needs ~210-250 and spills).
     ``specialized`` (or the option ``fwd_warp_specialize=1``), at D=128: the warp-specialized
-    forward, `WARP_SPECIALIZED` (see `tiles_and_layout`). On a GPU it runs only there: at
-    other tile shapes or warps Triton 3.6 partitions it and computes NaN (benchmarks/
-    ws_probe.py), and fp32 or other head dims were never measured; the options may not ask
-    for it elsewhere.
+    forward (kernels/hopper.py, Gluon), `WARP_SPECIALIZED` (see `tiles_and_layout`). Its
+    partitions are written for that shape, bf16/fp16 and D=128 (golden-tested and measured
+    there only); the options may not ask for it elsewhere.
     fp32 or D > 128: smaller tiles that fit shared memory (golden-tested, untuned). The
     interpreter (CPU): 32x32, which keeps its numpy work small.
     """
@@ -153,7 +154,7 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
         raise PatterncError(f"fwd_warp_specialize runs only at head dim 128, fp16 or bf16, with 128x128 forward tiles, "
                             f"4 warps, 2 stages and no register cap (got {fwd.block_m}x{fwd.block_n}, {fwd.num_warps} "
                             f"warps, {fwd.num_stages} stages, cap {fwd.max_registers}, D={head_dim}, "
-                            f"{str(dtype).removeprefix('torch.')}): Triton 3.6 computes NaN in other shapes")
+                            f"{str(dtype).removeprefix('torch.')}): its kernel is written for that shape")
     if device_type == "cuda" and fwd.persistent and not fwd.warp_specialize:
         raise PatterncError("fwd_persistent needs fwd_warp_specialize=1: only the warp-specialized forward loops "
                             "over several query blocks per program")
@@ -174,9 +175,10 @@ def is_dense(layout: BlockLayout) -> bool:
 def long_rows(layout: BlockLayout) -> bool:
     """At least 32 query blocks with rows of at least 32 tiles on average, at most 5% partial
     (causal and `all` from 4K tokens at 64x64 tiles; not P3's 1K-key window): where the
-    warp-specialized forward pays, for a pattern of one term (A/B on an H100, D=128: forward
-    causal 4K -12%, 16K -8%, `all` 4K -19%, 16K -16%; P3 4K -2%, 16K +5%:
-    results/2026-11-26-ab-v12-ws-h100.md)."""
+    warp-specialized forward pays, for a pattern of one term (A/B on an H100, D=128, v12's
+    Triton version: forward causal 4K -12%, 16K -8%, `all` 4K -19%, 16K -16%; P3 4K -2%, 16K
+    +5%: results/2026-11-26-ab-v12-ws-h100.md; v14's Gluon kernel against it: causal 16K
+    -14%, `all` -10%, results/2026-11-26-ab-v14-gluon-h100.md)."""
     tiles = layout.num_full + layout.num_partial
     return (layout.num_q_blocks >= 32 and tiles >= 32 * layout.num_q_blocks
             and layout.num_partial <= 0.05 * tiles)
@@ -186,12 +188,15 @@ def uniform_rows(layout: BlockLayout) -> bool:
     """At least 64 query blocks with rows of at least 12 tiles on average and none over 1.25x
     the mean, at most 15% partial (P3's 1K-key window from 4K tokens at 64x64 tiles): where
     persistent warp-specialized programs pay (a producer warp runs ahead into the next item's
-    tiles). H100, P3's forward kernel against the 64x64 one: 4K 0.179 -> 0.165 ms, 8K 0.356 ->
+    tiles; v14's Gluon kernel, P3 forward: 4K 0.184 -> 0.171 ms, 16K 0.685 -> 0.654 against one
+    item per program, results/2026-11-26-ab-v14-gluon-h100.md; v13's Triton version, H100, P3's
+    forward kernel against the 64x64 one: 4K 0.179 -> 0.165 ms, 8K 0.356 ->
     0.330, 16K 0.717 -> 0.659 (profiler, results/2026-11-26-profile-v13-persistent-P3-h100.txt;
     the backward's kernels unchanged; forward+backward wall times at 4K are CPU-bound and read
-    +14% and -11% in different runs). Not for `long_rows` (`all` 16K forward +3.5%, causal
-    16K +12%: rows of 1 to 128 tiles dealt out in turn leave programs idle at the end;
-    results/2026-11-26-ab-v13-persistent-h100.md, -persistent2-), nor (the plan) with GQA,
+    +14% and -11% in different runs)). Not for `long_rows` (v13, Triton's version: `all` 16K
+    forward +3.5%, causal 16K +12%: rows of 1 to 128 tiles dealt out in turn leave programs idle
+    at the end; results/2026-11-26-ab-v13-persistent-h100.md, -persistent2-; v14's Gluon kernel:
+    not measured), nor (the plan) with GQA,
     whose packed 64x64 forward reads K/V once per group (not measured against this one)."""
     rows = (layout.full.counts + layout.partial.counts).double()
     tiles = float(rows.sum())

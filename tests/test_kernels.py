@@ -486,7 +486,7 @@ def test_prepared_c_launch_fills_tensors_and_cached_descriptors_in_place(monkeyp
         def __getitem__(self, grid):
             return lambda *values: calls.append((grid, values))
     first.compiled = Runner()
-    monkeypatch.setattr(prepared, "descriptor", lambda t, block: ("desc", t, tuple(block)))
+    monkeypatch.setattr(prepared, "descriptor", lambda t, block, gluon=False: ("desc", t, tuple(block)))
     first(5, [a2, prepared.Tma(d2, (64,))])
     assert calls == [((5, 1, 1), (a2, table, ("desc", d2, (64,)), 7, None))] and len(launched) == 4
 

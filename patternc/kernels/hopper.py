@@ -223,7 +223,8 @@ def attn_fwd_ws(Q_DESC, K_DESC, V_DESC, O, LSE, PARAMS, FULL_OFFSETS, FULL_INDIC
                 EVEN_N: gl.constexpr, STAGES: gl.constexpr):
     """Forward of WORK items (query blocks x batch x heads x splits) over the programs launched.
     Q_DESC: TMA descriptor of Q [B, H, Lq, D], tiles [1, 1, 64, D]; K_DESC, V_DESC of K and V
-    [B, HKV, Lk, D], tiles [1, 1, BLOCK_N, D]. Other arguments as flash.py's attn_fwd."""
+    [B, HKV, Lk, D], tiles [1, 1, BLOCK_N, D]; STAGES: buffers in each of the K and V rings.
+    Other arguments as flash.py's attn_fwd."""
     dtype: gl.constexpr = Q_DESC.dtype
     q_smem = gl.allocate_shared_memory(dtype, [4] + Q_DESC.block_type.shape, Q_DESC.layout)  # 2 items x 2 halves
     k_smem = gl.allocate_shared_memory(dtype, [STAGES] + K_DESC.block_type.shape, K_DESC.layout)
