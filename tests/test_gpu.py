@@ -64,6 +64,8 @@ WARP_SPECIALIZED = dict(fwd_warp_specialize=1)
     ("window(left=1023, right=0)", 4096, 4096, 2, 1, "bf16", None),  # GQA
     ("causal", 3000, 1000, 2, 2, "bf16", None),  # rows that attend nothing
     ("causal", 256, 4096, 2, 2, "bf16", 3840),  # a query offset
+    ("(global(0:4) + window(left=255, right=0)) & causal", 3000, 3000, 4, 2, "bf16", None),  # tagged tiles
+    ("global(0:40) + window(3) + random(2, block=64)", 2000, 1500, 2, 2, "fp16", 100),  # a union with a random term
 ])
 def test_warp_specialized_forward(pattern, lq, lk, hq, hkv, dtype, q_offset):
     """hopper.py's Gluon forward (option fwd_warp_specialize): producer warp, two consumer warpgroups."""

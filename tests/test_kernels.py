@@ -114,9 +114,9 @@ def test_warp_specialized_option_takes_the_plain_loops_in_the_interpreter(monkey
 
 
 @pytest.mark.parametrize("pattern", ["causal", "window(left=1023, right=0)", "all", "random(2, block=128)",
-                                     "global(0:128)"])
+                                     "global(0:128)", "(global(0:4) + window(left=255, right=0)) & causal"])
 def test_hopper_forward_compiles_for_sm90(pattern):
-    """hopper.py's warp-specialized forward, with each single-term component's generated mask,
+    """hopper.py's warp-specialized forward, with each component's generated mask and a union's,
     through the plan and launch descriptions of a real call, compiles for an H100 here (no GPU:
     benchmarks/compile_stages.py --offline, in a process of its own, as Triton compiles there
     and not in this one's interpreter mode). Its results are checked on the GPU (test_gpu.py)."""

@@ -3,8 +3,9 @@
 #
 # Pattern-independent like flash.py (whose conventions it shares: Q [B, H, Lq, D], K and V
 # [B, HKV, Lk, D], scores in log2 units, LSE natural-log and -inf for empty rows, the layout's
-# full and partial tile lists, the plan's schedule); the pattern enters as MASK, the generated
-# @triton.jit `pattern_mask` of a single-term pattern, called on partial tiles only.
+# full and partial tile lists and tags, the plan's schedule); the pattern enters as MASK, the
+# generated @triton.jit `pattern_mask`, called on partial tiles only (with the tile's TAGS word
+# for a union or intersection, TAGGED).
 #
 # One program (a CTA of 9 warps) takes work items w = id, id + programs, ...: one item is a
 # 128-row query block of one (batch, head), or one split of its key tiles (decoding). Three
@@ -94,15 +95,17 @@ def _producer(Q_DESC, K_DESC, V_DESC, q_smem, k_smem, v_smem, q_ready, q_empty, 
 
 
 @gluon.jit
-def _scores(qk, t, n_full, start_n, offs_m, KV_LEN, Q_OFFSET, PARAMS, MASK: gl.constexpr,
-            RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, cols: gl.constexpr):
-    """qk with -inf where a pair is dropped: the pattern's on partial tiles, and keys past KV_LEN
-    (zeros from the TMA) unless EVEN_N."""
+def _scores(qk, t, n_full, start_n, offs_m, TAGS_AT, KV_LEN, Q_OFFSET, PARAMS, MASK: gl.constexpr,
+            RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, TAGGED: gl.constexpr, cols: gl.constexpr):
+    """qk with -inf where a pair is dropped: the pattern's on partial tiles (TAGGED: a union or
+    intersection, whose mask evaluates the terms TAGS_AT[t] names), and keys past KV_LEN (zeros
+    from the TMA) unless EVEN_N."""
     HALF: gl.constexpr = qk.shape[0]
     BLOCK_N: gl.constexpr = qk.shape[1]
     offs_n = start_n + gl.arange(0, BLOCK_N, layout=cols)
     if t >= n_full:
-        keep = MASK(offs_m[:, None], offs_n[None, :], Q_OFFSET, PARAMS, 0, ROWS=HALF, COLS=BLOCK_N,
+        tags = gl.load(TAGS_AT + t) if TAGGED else 0
+        keep = MASK(offs_m[:, None], offs_n[None, :], Q_OFFSET, PARAMS, tags, ROWS=HALF, COLS=BLOCK_N,
                     RANDOM_SLOTS=RANDOM_SLOTS)
         if not EVEN_N:
             keep = keep & (offs_n[None, :] < KV_LEN)
@@ -125,10 +128,10 @@ def _softmax(qk, m_i, l_i, qk_scale):
 
 @gluon.jit
 def _consumer(half: gl.constexpr, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
-              O, LSE, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, ORDER, HEAVY,
+              O, LSE, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY,
               stride_ob, stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS,
               stride_os, stride_ls, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr,
-              STAGES: gl.constexpr):
+              TAGGED: gl.constexpr, STAGES: gl.constexpr):
     """Query rows [64 half, 64 half + 64) of each item's block."""
     HALF: gl.constexpr = q_smem.shape[3]
     BLOCK_N: gl.constexpr = k_smem.shape[3]
@@ -163,7 +166,9 @@ def _consumer(half: gl.constexpr, q_smem, k_smem, v_smem, q_ready, q_empty, k_re
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
             mbarrier.arrive(k_empty.index(s))
             start_n = _key_start(lo, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, BLOCK_N)
-            qk = _scores(qk, lo, n_full, start_n, offs_m, KV_LEN, Q_OFFSET, PARAMS, MASK, RANDOM_SLOTS, EVEN_N, cols)
+            tags_at = PART_TAGS + part_lo - n_full  # tile t's word: tags_at[t]
+            qk = _scores(qk, lo, n_full, start_n, offs_m, tags_at, KV_LEN, Q_OFFSET, PARAMS, MASK, RANDOM_SLOTS,
+                         EVEN_N, TAGGED, cols)
             p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, qk_scale)
             p = gl.convert_layout(p.to(dtype), p_layout)
             for t in range(lo + 1, hi):
@@ -177,8 +182,8 @@ def _consumer(half: gl.constexpr, q_smem, k_smem, v_smem, q_ready, q_empty, k_re
                 qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))  # this tile's S; the PV still runs
                 mbarrier.arrive(k_empty.index(s))
                 start_n = _key_start(t, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, BLOCK_N)
-                qk = _scores(qk, t, n_full, start_n, offs_m, KV_LEN, Q_OFFSET, PARAMS, MASK, RANDOM_SLOTS, EVEN_N,
-                             cols)
+                qk = _scores(qk, t, n_full, start_n, offs_m, tags_at, KV_LEN, Q_OFFSET, PARAMS, MASK, RANDOM_SLOTS,
+                             EVEN_N, TAGGED, cols)
                 p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, qk_scale)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
                 mbarrier.arrive(v_empty.index(ps))
@@ -207,20 +212,22 @@ def _consumer(half: gl.constexpr, q_smem, k_smem, v_smem, q_ready, q_empty, k_re
 
 
 @gluon.jit
-def _consumer0(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, STAGES: gl.constexpr):
-    _consumer(0, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, STAGES=STAGES)
+def _consumer0(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, TAGGED: gl.constexpr,
+               STAGES: gl.constexpr):
+    _consumer(0, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
 
 
 @gluon.jit
-def _consumer1(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, STAGES: gl.constexpr):
-    _consumer(1, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, STAGES=STAGES)
+def _consumer1(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, TAGGED: gl.constexpr,
+               STAGES: gl.constexpr):
+    _consumer(1, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
 
 
 @gluon.jit(do_not_specialize=["Q_OFFSET", "HEAVY", "WORK"])
 def attn_fwd_ws(Q_DESC, K_DESC, V_DESC, O, LSE, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES,
-                ORDER, HEAVY, stride_ob, stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK,
+                PART_TAGS, ORDER, HEAVY, stride_ob, stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK,
                 qk_scale, SPLITS, stride_os, stride_ls, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr,
-                EVEN_N: gl.constexpr, STAGES: gl.constexpr):
+                EVEN_N: gl.constexpr, TAGGED: gl.constexpr, STAGES: gl.constexpr):
     """Forward of WORK items (query blocks x batch x heads x splits) over the programs launched.
     Q_DESC: TMA descriptor of Q [B, H, Lq, D], tiles [1, 1, 64, D]; K_DESC, V_DESC of K and V
     [B, HKV, Lk, D], tiles [1, 1, BLOCK_N, D]; STAGES: buffers in each of the K and V rings.
@@ -244,12 +251,12 @@ def attn_fwd_ws(Q_DESC, K_DESC, V_DESC, O, LSE, PARAMS, FULL_OFFSETS, FULL_INDIC
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(v_empty.index(i), count=2)
     consumer = (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, O, LSE, PARAMS,
-                FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, ORDER, HEAVY, stride_ob, stride_oh, stride_om,
-                stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls)
+                FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY, stride_ob, stride_oh,
+                stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls)
     # (constexprs apart: an assigned tuple turns its values into tensors, and a function is none)
     gl.warp_specialize([
-        (_consumer0, (consumer, MASK, RANDOM_SLOTS, EVEN_N, STAGES)),
-        (_consumer1, (consumer, MASK, RANDOM_SLOTS, EVEN_N, STAGES)),
+        (_consumer0, (consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
+        (_consumer1, (consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
         (_producer, (Q_DESC, K_DESC, V_DESC, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready,
                      v_empty, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, ORDER, HEAVY, H, GROUP, Q_LEN,
                      WORK, SPLITS, STAGES)),

@@ -128,10 +128,10 @@ def _tma_wanted(plan: KernelPlan) -> bool:
 
 def _warp_specialized(plan: KernelPlan, cfg, q, k, v) -> bool:
     """The forward runs the warp-specialized kernel (`TileConfig.warp_specialize`, `hopper.py`),
-    which loads Q, K and V through TMA descriptors and takes a single-term mask: where the plan
-    asks for it, on a GPU, the mask has one term and the TMA can address the tensors."""
+    which loads Q, K and V through TMA descriptors: where the plan asks for it, on a GPU, and the
+    TMA can address the tensors."""
     return bool(cfg.warp_specialize and not plan.interpret and _tma_wanted(plan) and plan.pack == 1
-                and plan.d_pad == plan.head_dim and not plan.source.tagged and all(_tma_ok(t) for t in (q, k, v)))
+                and plan.d_pad == plan.head_dim and all(_tma_ok(t) for t in (q, k, v)))
 
 
 def _descriptors(plan: KernelPlan, block: int, *tensors) -> list:
@@ -221,11 +221,11 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
         geometry = (_geometry(q, k, v), "warp-specialized", scale, splits)
         calls = [(cache.hopper_kernels().attn_fwd_ws, _persistent(plan, work) if cfg.persistent else work, geometry,
                   dict(**descriptors, O=o, LSE=ls), lambda: dict(
-                      **{name: value for name, value in _lists(lay, False, plan.fwd_schedule).items() if name != "PART_TAGS"},
+                      **_lists(lay, False, plan.fwd_schedule),
                       **outputs, H=H, GROUP=H // k.shape[1], Q_LEN=plan.q_len, KV_LEN=plan.kv_len,
                       Q_OFFSET=plan.q_offset, WORK=work, qk_scale=scale * LOG2E, SPLITS=splits, PARAMS=plan.params,
                       MASK=mask, RANDOM_SLOTS=plan.random_slots, EVEN_N=plan.kv_len % cfg.block_n == 0,
-                      STAGES=cfg.num_stages, num_warps=cfg.num_warps))]
+                      TAGGED=plan.source.tagged, STAGES=cfg.num_stages, num_warps=cfg.num_warps))]
     else:
         if cfg.warp_specialize:  # the plain loops (a union, or tensors the TMA cannot address): 8 warps
             cfg = replace(cfg, num_warps=max(cfg.num_warps, 8))
