@@ -33,8 +33,8 @@ HEAVY = 4  # a block whose list is longer than HEAVY x the mean is scheduled fir
 class Options(TypedDict, total=False):
     """Tile options of `attention_from`: ``block_m``, ``block_n``, ``num_warps``, ``num_stages``,
     ``max_registers`` apply to both passes; ``fwd_``/``bwd_``-prefixed ones to one pass (and win).
-    ``fwd_warp_specialize=1`` asks for the warp-specialized forward (Hopper, D=128, one-term
-    patterns; see `choose_tiles`), ``fwd_persistent=1`` for its persistent programs too."""
+    ``fwd_warp_specialize=1`` asks for the warp-specialized forward (Hopper, D=128; see
+    `choose_tiles`), ``fwd_persistent=1`` for its persistent programs too."""
 
     block_m: int
     block_n: int
@@ -174,11 +174,13 @@ def is_dense(layout: BlockLayout) -> bool:
 
 def long_rows(layout: BlockLayout) -> bool:
     """At least 32 query blocks with rows of at least 32 tiles on average, at most 5% partial
-    (causal and `all` from 4K tokens at 64x64 tiles; not P3's 1K-key window): where the
-    warp-specialized forward pays, for a pattern of one term (A/B on an H100, D=128, v12's
-    Triton version: forward causal 4K -12%, 16K -8%, `all` 4K -19%, 16K -16%; P3 4K -2%, 16K
-    +5%: results/2026-11-26-ab-v12-ws-h100.md; v14's Gluon kernel against it: causal 16K
-    -14%, `all` -10%, results/2026-11-26-ab-v14-gluon-h100.md)."""
+    (causal, `all` and P4 from 4K tokens at 64x64 tiles; not P3's 1K-key window): where the
+    warp-specialized forward pays (A/B on an H100, D=128, v12's Triton version: forward causal
+    4K -12%, 16K -8%, `all` 4K -19%, 16K -16%; P3 4K -2%, 16K +5%: results/2026-11-26-ab-v12-
+    ws-h100.md; v14's Gluon kernel against that: causal 16K -14%, `all` -10%, -ab-v14-gluon-
+    h100.md; and against the plain loops on the union P4: 4K -16%, 16K -11%, while P1 and P2,
+    rows of 10-15 tiles, a quarter or more partial, ran +24% and +130%: -ab-v14-gluon-unions-
+    h100.md)."""
     tiles = layout.num_full + layout.num_partial
     return (layout.num_q_blocks >= 32 and tiles >= 32 * layout.num_q_blocks
             and layout.num_partial <= 0.05 * tiles)
@@ -212,9 +214,8 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     queries, see `packing`). Options that set any forward tile setting (size, warps, stages,
     ``fwd_warp_specialize``) leave it to them; a register cap does not, nor does
     ``fwd_persistent=0``, which only keeps the choice's programs to one item each. The bigger tiles need Hopper (``hopper``: the
-    GPU is sm_90 or newer): the warp-specialized forward where ``specializable`` (a pattern of
-    one term, no union or intersection at the root, on sm_90) with `long_rows`, or with
-    `uniform_rows` (then persistent), else the dense tiles where `is_dense`."""
+    GPU is sm_90 or newer): the warp-specialized forward where ``specializable`` (sm_90) with
+    `long_rows`, or with `uniform_rows` (then persistent), else the dense tiles where `is_dense`."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
     if fwd.warp_specialize and device_type == "cuda" and not hopper:
@@ -343,7 +344,7 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
     hopper, source = major >= 9, generate(ctx.root)
     # the warp-specialized forward only where it was measured and golden-tested: sm_90
     fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, hopper,
-                                     specializable=not source.tagged and major == 9)
+                                     specializable=major == 9)
     back = layout_at(bwd.block_m, bwd.block_n)
     rows = lay.full.counts + lay.partial.counts
     tables = (lay, back, params(ctx), Schedule.of(rows), Schedule.of(back.full.counts + back.partial.counts),

@@ -22,7 +22,7 @@
 #   Grids are 1-D with blocks varying fastest (neighbouring programs share one head's K/V in
 #   L2; B x H is not bound by the 65535 limit of a second grid axis), in the order of the
 #   plan's schedule (ORDER, HEAVY): blocks with many times the mean number of tiles first.
-#   The warp-specialized forward of single-term patterns on Hopper is hopper.py's (Gluon).
+#   The warp-specialized forward on Hopper (long rows) is hopper.py's, in Gluon.
 #   Pointers: a tile's first row is added in 64 bits, offsets inside it stay 32-bit (WIDE),
 #   except in the dK/dV inner loop, where that 64-bit add cost 13% of the backward pass:
 #   there rows are 32-bit unless WIDE_ROWS says offsets may pass 2**31.
