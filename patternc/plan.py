@@ -20,6 +20,7 @@ from typing import TypedDict
 import torch
 
 from .errors import PatterncError, require_int
+from .kernels.cache import hopper_supported
 from .kernels.emit import KernelSource, generate, params
 from .layout import BlockLayout, build_layout
 from .pattern import Pattern
@@ -214,12 +215,16 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     queries, see `packing`). Options that set any forward tile setting (size, warps, stages,
     ``fwd_warp_specialize``) leave it to them; a register cap does not, nor does
     ``fwd_persistent=0``, which only keeps the choice's programs to one item each. The bigger tiles need Hopper (``hopper``: the
-    GPU is sm_90 or newer): the warp-specialized forward where ``specializable`` (sm_90) with
-    `long_rows`, or with `uniform_rows` (then persistent), else the dense tiles where `is_dense`."""
+    GPU is sm_90 or newer): the warp-specialized forward where ``specializable`` (sm_90, Triton
+    3.6) with `long_rows`, or with `uniform_rows` (then persistent), else the dense tiles where
+    `is_dense`."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
     if fwd.warp_specialize and device_type == "cuda" and not hopper:
         raise PatterncError("fwd_warp_specialize needs a Hopper GPU (sm_90): Triton specializes warps there")
+    if fwd.warp_specialize and device_type == "cuda" and not specializable:
+        raise PatterncError("fwd_warp_specialize needs an sm_90 GPU and Triton 3.6, which its Gluon kernel "
+                            "(patternc/kernels/hopper.py) is written and measured for")
     layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
     forward_tile = [name for name in options
                     if not name.startswith("bwd_") and not _caps_registers(name) and name != "fwd_persistent"]
@@ -342,9 +347,9 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
 
     major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
     hopper, source = major >= 9, generate(ctx.root)
-    # the warp-specialized forward only where it was measured and golden-tested: sm_90
+    # the warp-specialized forward only where it was measured and golden-tested: sm_90, Triton 3.6
     fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, hopper,
-                                     specializable=major == 9)
+                                     specializable=major == 9 and hopper_supported())
     back = layout_at(bwd.block_m, bwd.block_n)
     rows = lay.full.counts + lay.partial.counts
     tables = (lay, back, params(ctx), Schedule.of(rows), Schedule.of(back.full.counts + back.partial.counts),

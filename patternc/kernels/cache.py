@@ -144,6 +144,16 @@ def kernels(interpret: bool):
     return _module("patternc_flash", lambda: _FLASH, interpret)
 
 
+def hopper_supported() -> bool:
+    """Triton is the version `hopper.py` is written for: 3.6. Gluon is experimental and changes its
+    API between releases (3.9 renamed the TMA copies), so other versions run the plain loops."""
+    try:
+        import triton
+    except ImportError:
+        return False
+    return _version(triton.__version__) == (3, 6)
+
+
 def hopper_kernels():
     """The warp-specialized Hopper forward (`hopper.py`, in Gluon: compiled only, never interpreted)."""
     prepare(False)
