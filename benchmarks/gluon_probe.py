@@ -13,7 +13,6 @@ memory.
 """
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
