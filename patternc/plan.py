@@ -65,7 +65,7 @@ class TileConfig:
     num_warps: int = 4
     num_stages: int = 2
     max_registers: int = 0  # per thread, a cap for the compiler (0: its choice); see `choose_tiles`
-    warp_specialize: int = 0  # forward only, 1: one loop that Triton splits into producer and consumer warps
+    warp_specialize: int = 0  # forward only, 1: hopper.py's Gluon kernel (producer warp, two consumer warpgroups)
     persistent: int = 0  # warp-specialized forward only, 1: one program per multiprocessor loops over the items
 
     @property
@@ -221,7 +221,7 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
     if fwd.warp_specialize and device_type == "cuda" and not hopper:
-        raise PatterncError("fwd_warp_specialize needs a Hopper GPU (sm_90): Triton specializes warps there")
+        raise PatterncError("fwd_warp_specialize needs a Hopper GPU (sm_90): its kernel uses Hopper's wgmma and TMA")
     if fwd.warp_specialize and device_type == "cuda" and not specializable:
         raise PatterncError("fwd_warp_specialize needs an sm_90 GPU and Triton 3.6, which its Gluon kernel "
                             "(patternc/kernels/hopper.py) is written and measured for")

@@ -58,6 +58,16 @@ def test_dense_layouts_with_128x128_forward_tiles(pattern, n, d, hq, hkv, dtype,
 WARP_SPECIALIZED = dict(fwd_warp_specialize=1)
 
 
+@pytest.fixture
+def gluon_calls(monkeypatch):
+    """Counts the launches' requests for hopper.py's kernels: a test of it asserts it ran."""
+    from patternc.kernels import cache
+
+    calls, real = [], cache.hopper_kernels
+    monkeypatch.setattr(cache, "hopper_kernels", lambda: calls.append(1) or real())
+    return calls
+
+
 @pytest.mark.parametrize("pattern,lq,lk,hq,hkv,dtype,q_offset", [
     ("causal", 4096, 4096, 2, 2, "bf16", None),
     ("all", 2000, 3000, 2, 2, "fp16", None),  # ragged key tiles (not EVEN_N), Lq != Lk
@@ -67,14 +77,38 @@ WARP_SPECIALIZED = dict(fwd_warp_specialize=1)
     ("(global(0:4) + window(left=255, right=0)) & causal", 3000, 3000, 4, 2, "bf16", None),  # tagged tiles
     ("global(0:40) + window(3) + random(2, block=64)", 2000, 1500, 2, 2, "fp16", 100),  # a union with a random term
 ])
-def test_warp_specialized_forward(pattern, lq, lk, hq, hkv, dtype, q_offset):
+def test_warp_specialized_forward(gluon_calls, pattern, lq, lk, hq, hkv, dtype, q_offset):
     """hopper.py's Gluon forward (option fwd_warp_specialize): producer warp, two consumer warpgroups."""
     run_case(pattern, lq=lq, lk=lk, hq=hq, hkv=hkv, d=128, dtype=DTYPES[dtype], block=None, q_offset=q_offset,
              options=WARP_SPECIALIZED)
+    assert gluon_calls
+
+
+def test_warp_specialized_forward_batched_strided(gluon_calls):
+    """Two batches and [B, L, H, D] tensors: the descriptors' batch coordinate, O's strides and the
+    LSE rows of each (batch, head)."""
+    run_case("causal", lq=1000, lk=1500, b=2, hq=4, hkv=2, d=128, dtype=torch.bfloat16, block=None,
+             layout="blhd", options=WARP_SPECIALIZED)
+    assert gluon_calls
+
+
+def test_warp_specialized_option_with_unaligned_tensors_takes_the_plain_loops(gluon_calls):
+    """A q the TMA cannot address (its base 2 bytes past 16-byte alignment): the plain loops on the
+    same 128x128 layout, 8 warps."""
+    q, k, v = (torch.randn(1, 2, 2048, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    shifted = torch.empty(q.numel() + 8, device="cuda", dtype=q.dtype)[1:1 + q.numel()].view(q.shape)
+    shifted.copy_(q)
+    assert shifted.data_ptr() % 16
+    leaves = [x.clone().requires_grad_() for x in (shifted, k, v)]
+    out = patternc.attention_from("causal", **WARP_SPECIALIZED)(*leaves)
+    d_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, leaves, d_out)
+    assert not gluon_calls
+    assert_like_dense("causal", shifted, k, v, out, grads, d_out)
 
 
 @pytest.mark.parametrize("splits,programs", [(3, None), (4, 5)])
-def test_warp_specialized_forward_split_rows(monkeypatch, splits, programs):
+def test_warp_specialized_forward_split_rows(monkeypatch, gluon_calls, splits, programs):
     """Its rows split over several items (decoding), one item per program or persistent programs
     walking several (fp32 parts, merged through the LSE); some splits get no tile."""
     from patternc.ops import launch
@@ -85,6 +119,7 @@ def test_warp_specialized_forward_split_rows(monkeypatch, splits, programs):
     run_case("causal", lq=200, lk=3000, hq=4, hkv=2, d=128, dtype=torch.bfloat16, block=None, options=options)
     run_case("window(left=300, right=0)", lq=1000, lk=1000, hq=2, hkv=2, d=128, dtype=torch.float16, block=None,
              options=options)
+    assert gluon_calls
 
 
 @pytest.mark.parametrize("pattern,lq,lk,hq,hkv,dtype,q_offset", [
@@ -93,10 +128,10 @@ def test_warp_specialized_forward_split_rows(monkeypatch, splits, programs):
     ("all", 2000, 3000, 2, 2, "bf16", None),  # Lq != Lk
     ("window(511)", 2048, 4096, 2, 2, "bf16", 2048),  # a query offset
 ])
-def test_persistent_warp_specialized_forward(monkeypatch, pattern, lq, lk, hq, hkv, dtype, q_offset):
+def test_persistent_warp_specialized_forward(monkeypatch, gluon_calls, pattern, lq, lk, hq, hkv, dtype, q_offset):
     """Persistent programs looping over query blocks, warp-specialized: 7 programs here, so each
-    walks many items (one per multiprocessor would give these small calls one item each), and
-    no split rows (which take one item per program)."""
+    walks many items (one per multiprocessor would give these small calls one item each); no
+    split rows here (test_warp_specialized_forward_split_rows has them)."""
     plan = plan_for(patternc.parse("window(left=1023, right=0)"), 16384, 16384, None, torch.device("cuda"),
                     torch.bfloat16, 128, {}, 1)
     assert plan.fwd.persistent and plan.fwd.warp_specialize  # the plan's choice there
@@ -106,6 +141,7 @@ def test_persistent_warp_specialized_forward(monkeypatch, pattern, lq, lk, hq, h
     monkeypatch.setattr(launch, "SPLITS", 1)
     run_case(pattern, lq=lq, lk=lk, hq=hq, hkv=hkv, d=128, dtype=DTYPES[dtype], block=None, q_offset=q_offset,
              options=dict(WARP_SPECIALIZED, fwd_persistent=1))
+    assert gluon_calls
 
 
 @pytest.mark.parametrize("lq,lk,hq,hkv", [(1000, 3000, 4, 2), (3000, 1000, 4, 1), (2047, 2047, 2, 2)])

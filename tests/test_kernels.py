@@ -106,26 +106,29 @@ def test_tensor_descriptor_path(monkeypatch, d, dtype):
 
 def test_warp_specialized_option_takes_the_plain_loops_in_the_interpreter(monkeypatch):
     """fwd_warp_specialize asks for hopper.py's Gluon forward, which only compiles for a GPU: in the
-    interpreter (and for tensors the TMA cannot address) the forward runs its plain loops."""
+    interpreter the forward runs its plain loops, with the option's tile (here 32x32)."""
     monkeypatch.setattr(launch, "TMA", True)
     options = dict(fwd_block_m=32, fwd_block_n=32, fwd_warp_specialize=1)
     run_case("window(left=20, right=3)", lq=45, lk=70, hq=4, hkv=2, block=None, options=options)
     run_case("causal", lq=40, lk=40, d=20, dtype=torch.float16, block=None, options=options)
 
 
-@pytest.mark.parametrize("pattern", ["causal", "window(left=1023, right=0)", "all", "random(2, block=128)",
-                                     "global(0:128)", "(global(0:4) + window(left=255, right=0)) & causal"])
-def test_hopper_forward_compiles_for_sm90(pattern):
+@pytest.mark.parametrize("pattern,n", [("causal", 4096), ("causal", 4000), ("window(left=1023, right=0)", 4096),
+                                       ("all", 4096), ("random(2, block=128)", 4096), ("global(0:128)", 4096),
+                                       ("(global(0:4) + window(left=255, right=0)) & causal", 4000)])
+def test_hopper_forward_compiles_for_sm90(tmp_path, pattern, n):
     """hopper.py's warp-specialized forward, with each component's generated mask and a union's,
     through the plan and launch descriptions of a real call, compiles for an H100 here (no GPU:
     benchmarks/compile_stages.py --offline, in a process of its own, as Triton compiles there
-    and not in this one's interpreter mode). Its results are checked on the GPU (test_gpu.py)."""
+    and not in this one's interpreter mode); n=4000: keys past the last full tile (not EVEN_N).
+    Its results are checked on the GPU (test_gpu.py)."""
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TMPDIR"] = str(tmp_path)  # the script's fresh cache directories
     script = os.path.join(os.path.dirname(EXAMPLES_DIR), "benchmarks", "compile_stages.py")
-    run = subprocess.run([sys.executable, script, "--offline", "--pattern", pattern, "--n", "4096",
+    run = subprocess.run([sys.executable, script, "--offline", "--pattern", pattern, "--n", str(n),
                           "--options", "fwd_warp_specialize=1"], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "attn_fwd_ws" in run.stdout and "warp-specialized" in run.stdout, run.stdout

@@ -259,7 +259,7 @@ ONLY_128 = "fwd_warp_specialize runs only at head dim 128"
     ({"fwd_warp_specialize": 1}, torch.float16, 64, ONLY_128),
     ({"fwd_persistent": 1}, torch.bfloat16, 128, "fwd_persistent needs fwd_warp_specialize"),
 ])
-def test_warp_specialized_forward_only_where_triton_computes_it(options, dtype, head_dim, error):
+def test_warp_specialized_forward_only_where_its_kernel_runs(options, dtype, head_dim, error):
     with pytest.raises(PatterncError, match=error):
         choose_tiles("cuda", dtype, head_dim, options)
     assert choose_tiles("cuda", torch.bfloat16, 128, {"fwd_warp_specialize": 1})[0] == WARP_SPECIALIZED

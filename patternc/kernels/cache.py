@@ -156,10 +156,13 @@ def hopper_supported() -> bool:
 
 def hopper_kernels():
     """The warp-specialized Hopper forward (`hopper.py`, in Gluon: compiled only, never interpreted)."""
-    prepare(False)
-    from . import hopper
+    module = _MODULES.get(("hopper", False))
+    if module is None:  # the first call: check Triton's mode once
+        prepare(False)
+        from . import hopper as module
 
-    return hopper
+        _MODULES[("hopper", False)] = module
+    return module
 
 
 def mask_function(src: KernelSource, interpret: bool):

@@ -227,7 +227,7 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
                       MASK=mask, RANDOM_SLOTS=plan.random_slots, EVEN_N=plan.kv_len % cfg.block_n == 0,
                       TAGGED=plan.source.tagged, STAGES=cfg.num_stages, num_warps=cfg.num_warps))]
     else:
-        if cfg.warp_specialize:  # the plain loops (a union, or tensors the TMA cannot address): 8 warps
+        if cfg.warp_specialize:  # the plain loops on its tile (TMA off, or tensors it cannot address): 8 warps
             cfg = replace(cfg, num_warps=max(cfg.num_warps, 8))
         k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
         geometry = (_geometry(q, k, v), k_desc is None, v_desc is None, scale, splits, _dot_precision(plan))
