@@ -16,14 +16,18 @@
 #     on the tensor cores (wgmma), the online softmax in between. A consumer issues tile j's
 #     QK^T and tile j-1's PV together and runs tile j's softmax while the PV computes
 #     (FlashAttention-3's intra-warpgroup overlap); the two consumers are not kept in step, so
-#     one's softmax also overlaps the other's MMAs.
+#     one's softmax also overlaps the other's MMAs. (Two partitions on purpose: one 8-warp
+#     partition compiles faster but Gluon syncs it before every barrier arrive, holding its
+#     warpgroups in step: 7-29% slower, NOTES.md v14 step 7.)
 # Barriers: *_ready (the TMA's bytes landed) and *_empty (both consumers are done reading a
 # buffer; a fresh barrier passes a wait for parity 1, so the producer's first pass through the
 # ring does not wait). Launched with one program per item, or fewer (persistent programs: the
 # producer then runs ahead into the next item while the consumers finish this one).
 # Measured against Triton 3.6's automatic warp specialization of flash.py's loop (v12-v13) on
 # an H100 (results/2026-11-26-gluon-probe-h100.txt, B=2 H=16 D=128 bf16): causal 16K 4.22 ->
-# 3.49 ms, `all` 16K 7.73 -> 7.01 ms, P3 16K 0.687 -> 0.628 ms (cuDNN: causal 3.68, `all` 7.13).
+# 3.49 ms, `all` 16K 7.73 -> 7.01 ms, P3 16K 0.687 -> 0.628 ms (cuDNN: causal 3.68, `all` 7.13);
+# this kernel in the package: results/2026-11-26-ab-v14-gluon-h100.md. Written for Triton 3.6's
+# Gluon API, which later releases change (`cache.hopper_supported`).
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
