@@ -229,9 +229,9 @@ def _consumer1(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.
 
 @gluon.jit(do_not_specialize=["Q_OFFSET", "HEAVY", "WORK"])
 def attn_fwd_ws(Q_DESC, K_DESC, V_DESC, O, LSE, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES,
-                PART_TAGS, ORDER, HEAVY, stride_ob, stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK,
-                qk_scale, SPLITS, stride_os, stride_ls, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr,
-                EVEN_N: gl.constexpr, TAGGED: gl.constexpr, STAGES: gl.constexpr):
+                PART_TAGS, ORDER, HEAVY, stride_ob, stride_oh, stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN,
+                Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls, MASK: gl.constexpr,
+                RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, TAGGED: gl.constexpr, STAGES: gl.constexpr):
     """Forward of WORK items (query blocks x batch x heads x splits) over the programs launched.
     Q_DESC: TMA descriptor of Q [B, H, Lq, D], tiles [1, 1, 64, D]; K_DESC, V_DESC of K and V
     [B, HKV, Lk, D], tiles [1, 1, BLOCK_N, D]; STAGES: buffers in each of the K and V rings.
