@@ -33,7 +33,7 @@ import triton.compiler  # noqa: E402
 from triton.backends.nvidia.compiler import CUDABackend  # noqa: E402
 
 import patternc  # noqa: E402
-from patterns import cubin_resources  # noqa: E402
+from patterns import compile_for_sm90, cubin_resources  # noqa: E402
 
 ROWS = []
 
@@ -68,19 +68,10 @@ def _timed_stages():
 def offline(pattern: str, n: int, options: dict, d: int = 128, kv_heads: int = 16):
     """Compile every kernel of a forward+backward of ``pattern`` at ``n`` tokens (B=2, 16 query
     heads, ``kv_heads`` K/V heads, head dim ``d``, bf16) for sm_90, here."""
-    from triton.backends.compiler import GPUTarget
-    from triton.runtime import driver
-
     import patternc.plan as plans
     from patternc.ops import launch
 
-    class Target:  # what Triton's JIT asks the driver for while it compiles (no launch)
-        get_current_target = staticmethod(lambda: GPUTarget("cuda", 90, 32))
-        get_current_device = staticmethod(lambda: 0)
-        get_current_stream = staticmethod(lambda device=None: 0)
-        get_device_interface = staticmethod(lambda: torch.cuda)
-
-    driver.set_active(Target())
+    compile_for_sm90()
     to_device = plans._to_device
     plans._to_device = lambda tables, device: to_device(tables, torch.device("cpu"))
     torch.cuda.get_device_capability = lambda device=None: (9, 0)

@@ -187,18 +187,10 @@ def backward(q, k, v, o, lse, do, causal: bool, stages: int = 2):
 
 
 def offline():
-    from triton.backends.compiler import GPUTarget
-    from triton.runtime import driver
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from patterns import cubin_resources
+    from patterns import compile_for_sm90, cubin_resources
 
-    class Target:
-        get_current_target = staticmethod(lambda: GPUTarget("cuda", 90, 32))
-        get_current_device = staticmethod(lambda: 0)
-        get_current_stream = staticmethod(lambda device=None: 0)
-        get_device_interface = staticmethod(lambda: torch.cuda)
-
-    driver.set_active(Target())
+    compile_for_sm90()
     x = torch.empty(1, 2, 1024, 128, dtype=torch.bfloat16)
     f = torch.empty(1, 2, 1024, 128, dtype=torch.float32)
     lse = torch.empty(1, 2, 1024, dtype=torch.float32)

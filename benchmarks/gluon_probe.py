@@ -241,18 +241,10 @@ PATTERNS = {"causal": ("causal", None, True), "P3": ("window(left=1023, right=0)
 
 
 def offline():
-    from triton.backends.compiler import GPUTarget
-    from triton.runtime import driver
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from patterns import cubin_resources
+    from patterns import compile_for_sm90, cubin_resources
 
-    class Target:
-        get_current_target = staticmethod(lambda: GPUTarget("cuda", 90, 32))
-        get_current_device = staticmethod(lambda: 0)
-        get_current_stream = staticmethod(lambda device=None: 0)
-        get_device_interface = staticmethod(lambda: torch.cuda)
-
-    driver.set_active(Target())
+    compile_for_sm90()
     n = 1024
     q = torch.empty(1, 2, n, 128, dtype=torch.bfloat16)
     lse = torch.empty(1, 2, n, dtype=torch.float32)

@@ -42,6 +42,22 @@ def warm_call(fn, seconds: float = 0.5) -> None:
     torch.cuda.synchronize()
 
 
+def compile_for_sm90() -> None:
+    """Make Triton's JIT compile for an H100/H200 (sm_90) on a machine without a GPU: a stand-in
+    driver names the target for warm-ups (`kernel.warmup(..., grid=...)`); nothing can launch."""
+    import torch
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+
+    class Target:  # what Triton's JIT asks the driver for while it compiles (no launch)
+        get_current_target = staticmethod(lambda: GPUTarget("cuda", 90, 32))
+        get_current_device = staticmethod(lambda: 0)
+        get_current_stream = staticmethod(lambda device=None: 0)
+        get_device_interface = staticmethod(lambda: torch.cuda)
+
+    driver.set_active(Target())
+
+
 def cubin_resources(kernel) -> str:
     """Registers and stack (spills) per thread of a compiled Triton kernel, from its cubin
     (Triton's cuobjdump): what `n_regs` says without a GPU to load the kernel on."""

@@ -213,7 +213,11 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
     splits = 1 if parts is None else parts[0].shape[0]
     o, ls = (out, lse) if parts is None else parts
     work = lay.num_q_blocks * B * H // plan.pack * splits
-    outputs = dict(**_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"), stride_ls=ls.view(splits, B * H * Lq).stride(0))
+
+    def outputs():  # O's and LSE's strides, for the prepared launch's first call (the lambdas below)
+        return dict(**_strides("o", o.view(splits, B, H, Lq, D), "sbhmd"),
+                    stride_ls=ls.view(splits, B * H * Lq).stride(0))
+
     if _warp_specialized(plan, cfg, q, k, v):
         descriptors = dict(Q_DESC=Tma(q, (1, 1, cfg.block_m // 2, D), gluon=True),
                            K_DESC=Tma(k, (1, 1, cfg.block_n, D), gluon=True),
@@ -222,7 +226,7 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
         calls = [(cache.hopper_kernels().attn_fwd_ws, _persistent(plan, work) if cfg.persistent else work, geometry,
                   dict(**descriptors, O=o, LSE=ls), lambda: dict(
                       **_lists(lay, False, plan.fwd_schedule),
-                      **outputs, H=H, GROUP=H // k.shape[1], Q_LEN=plan.q_len, KV_LEN=plan.kv_len,
+                      **outputs(), H=H, GROUP=H // k.shape[1], Q_LEN=plan.q_len, KV_LEN=plan.kv_len,
                       Q_OFFSET=plan.q_offset, WORK=work, qk_scale=scale * LOG2E, SPLITS=splits, PARAMS=plan.params,
                       MASK=mask, RANDOM_SLOTS=plan.random_slots, EVEN_N=plan.kv_len % cfg.block_n == 0,
                       TAGGED=plan.source.tagged, STAGES=cfg.num_stages, num_warps=cfg.num_warps))]
@@ -234,7 +238,7 @@ def _forward_calls(plan: KernelPlan, q, k, v, out, lse, parts, scale: float) -> 
         calls = [(flash.attn_fwd, work, geometry, dict(Q=q, K=k, V=v, O=o, LSE=ls, K_DESC=k_desc, V_DESC=v_desc),
                   lambda: dict(
                       **_lists(lay, False, plan.fwd_schedule), **_strides("q", q, "bhmd"), **_strides("k", k, "bhnd"),
-                      **_strides("v", v, "bhnd"), **outputs, H=H, GROUP=H // k.shape[1], WORK=work,
+                      **_strides("v", v, "bhnd"), **outputs(), H=H, GROUP=H // k.shape[1], WORK=work,
                       qk_scale=scale * LOG2E, SPLITS=splits, PACK=plan.pack, MASK=mask, **_common(plan, q, cfg)))]
     if parts is not None:
         calls.append((flash.attn_merge, B * H * Lq, geometry, dict(PARTS=o, PART_LSE=ls, O=out, LSE=lse),
