@@ -23,9 +23,20 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
+from triton.experimental.gluon.language._core import builtin
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+from triton._C.libtriton import ir
 
 LOG2E = gl.constexpr(1.4426950408889634)
+
+
+@builtin
+def _reduce_add(desc, coord, src, _semantic=None):
+    """TMA bulk reduction: global[coord] += src (shared memory), one instruction for the tile
+    (cp.reduce.async.bulk.tensor). Gluon 3.6 has the op in its builder but no wrapper (3.9 names
+    it tma.async_atomic_add)."""
+    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+    _semantic.builder.create_async_tma_reduce(ir.DESCRIPTOR_REDUCE_KIND.ADD, desc.handle, coord, src.handle)
 
 
 @gluon.jit
@@ -50,69 +61,92 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
 
 
 @gluon.jit
-def _consumer(c: gl.constexpr, q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, q_ready, q_empty, do_ready,
-              do_empty, DK, DV, DQ, LSE, DELTA, bh, N, n_start, m_lo, n_m, qk_scale, sm_scale,
-              CAUSAL: gl.constexpr, STAGES: gl.constexpr):
+def _step(j, c: gl.constexpr, k, v, q_smem, do_smem, k_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready, do_empty,
+          ds_ready, dq_desc, LSE, DELTA, bh, N, n_start, m_lo, qk_scale, sm_scale, dk, dv, MASK: gl.constexpr,
+          STAGES: gl.constexpr):
+    """One query tile of a consumer's 64 keys: dV, dK accumulate; dQ's share goes out by a TMA reduction."""
+    KEYS: gl.constexpr = k.shape[0]
+    D: gl.constexpr = k.shape[1]
+    BM: gl.constexpr = q_smem.shape[1]
+    DH: gl.constexpr = D // 2
+    dtype: gl.constexpr = q_smem.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, KEYS, 16])
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, DH, 16])
+    rows_l: gl.constexpr = gl.SliceLayout(1, s_layout)
+    s = j % STAGES
+    phase = (j // STAGES) & 1
+    start_m = (m_lo + j) * BM
+    offs_m = start_m + gl.arange(0, BM, layout=rows_l)
+    mbarrier.wait(q_ready.index(s), phase)
+    qk = warpgroup_mma(q_smem.index(s), k.permute((1, 0)), gl.zeros([BM, KEYS], gl.float32, s_layout),
+                       use_acc=False, is_async=True)
+    mbarrier.wait(do_ready.index(s), phase)
+    dp = warpgroup_mma(do_smem.index(s), v.permute((1, 0)), gl.zeros([BM, KEYS], gl.float32, s_layout),
+                       use_acc=False, is_async=True)
+    lse = gl.load(LSE + bh * N + offs_m)  # loaded while the products run
+    lse = gl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
+    delta = gl.load(DELTA + bh * N + offs_m)
+    qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))
+    p = gl.exp2(qk * qk_scale - lse[:, None])
+    if MASK:  # the diagonal: keys after the query drop
+        offs_n = n_start + c * KEYS + gl.arange(0, KEYS, layout=gl.SliceLayout(0, s_layout))
+        p = gl.where(offs_m[:, None] >= offs_n[None, :], p, 0.0)
+    p_smem.index(c).store(p.to(dtype))
+    fence_async_shared()
+    dv = warpgroup_mma(p_smem.index(c).permute((1, 0)), do_smem.index(s), dv, is_async=True)
+    dp = warpgroup_mma_wait(num_outstanding=1, deps=(dp, ))
+    ds = (p * (dp - delta[:, None])).to(dtype)
+    # dS into this consumer's half of the step's [64 queries, 128 keys] (two buffers by step
+    # parity: a consumer writes step j+2's only after it has seen the other's step j+1, which
+    # the other stores after its step j's dQ products finished)
+    ds0 = (j % 2) * 2
+    ds_smem.index(ds0 + c).store(ds)
+    fence_async_shared()
+    mbarrier.arrive(ds_ready.index(j % 2))
+    dk = warpgroup_mma(ds_smem.index(ds0 + c).permute((1, 0)), q_smem.index(s), dk, is_async=True)
+    mbarrier.wait(ds_ready.index(j % 2), (j // 2) & 1)
+    # dQ[:, c's half of D] = dS K over all 128 keys: both consumers' dS halves
+    dq = warpgroup_mma(ds_smem.index(ds0), k_smem.index(0).slice(c * DH, DH, dim=1),
+                       gl.zeros([BM, DH], gl.float32, dq_layout), use_acc=False, is_async=True)
+    dq = warpgroup_mma(ds_smem.index(ds0 + 1), k_smem.index(1).slice(c * DH, DH, dim=1), dq, is_async=True)
+    dv, dk, dq = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, dq))
+    mbarrier.arrive(q_empty.index(s))
+    mbarrier.arrive(do_empty.index(s))
+    tma.store_wait(0)  # the previous step's reduction has read the staging buffer
+    dq_smem.index(c).store(dq * sm_scale)
+    fence_async_shared()
+    _reduce_add(dq_desc, [bh * N + start_m, c * DH], dq_smem.index(c))
+    return dk, dv
+
+
+@gluon.jit
+def _consumer(c: gl.constexpr, q_smem, do_smem, k_smem, v_smem, p_smem, ds_smem, dq_smem, kv_bar, q_ready, q_empty,
+              do_ready, do_empty, ds_ready, dq_desc, DK, DV, LSE, DELTA, bh, N, n_start, m_lo, n_m, qk_scale,
+              sm_scale, CAUSAL: gl.constexpr, STAGES: gl.constexpr):
     KEYS: gl.constexpr = k_smem.shape[1]
     D: gl.constexpr = k_smem.shape[2]
     BM: gl.constexpr = q_smem.shape[1]
     dtype: gl.constexpr = q_smem.dtype
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BM, 16])
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, D, 16])
-    DH: gl.constexpr = D // 2
-    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                        instr_shape=[16, DH, 16])
-    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
-    keys_l: gl.constexpr = gl.SliceLayout(1, s_layout)
-    queries_l: gl.constexpr = gl.SliceLayout(0, s_layout)
     k = k_smem.index(c)
     v = v_smem.index(c)
-    ds_buf = ds_smem.index(c)
-    offs_n = n_start + c * KEYS + gl.arange(0, KEYS, layout=keys_l)
-    zero_s = gl.zeros([KEYS, BM], gl.float32, s_layout)
-    zero_q = gl.zeros([BM, DH], gl.float32, dq_layout)
-    q_rows = gl.arange(0, BM, layout=gl.SliceLayout(1, dq_layout))
-    dh = gl.arange(0, DH, layout=gl.SliceLayout(0, dq_layout))
     dk = gl.zeros([KEYS, D], gl.float32, acc_layout)
     dv = gl.zeros([KEYS, D], gl.float32, acc_layout)
-    q_rows_l: gl.constexpr = gl.SliceLayout(1, acc_layout)
-    d_l: gl.constexpr = gl.SliceLayout(0, acc_layout)
-    d = gl.arange(0, D, layout=d_l)
     mbarrier.wait(kv_bar, 0)
-    for j in range(n_m):
-        s = j % STAGES
-        phase = (j // STAGES) & 1
-        start_m = (m_lo + j) * BM
-        offs_m = start_m + gl.arange(0, BM, layout=queries_l)
-        lse = gl.load(LSE + bh * N + offs_m)
-        lse = gl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
-        delta = gl.load(DELTA + bh * N + offs_m)
-        mbarrier.wait(q_ready.index(s), phase)
-        st = warpgroup_mma(k, q_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        mbarrier.wait(do_ready.index(s), phase)
-        dpt = warpgroup_mma(v, do_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        st = warpgroup_mma_wait(num_outstanding=1, deps=(st, ))
-        pt = gl.exp2(st * qk_scale - lse[None, :])
-        if CAUSAL:
-            if start_m < n_start + (c + 1) * KEYS:  # the diagonal: keys after the query drop
-                pt = gl.where(offs_n[:, None] <= offs_m[None, :], pt, 0.0)
-        dpt = warpgroup_mma_wait(num_outstanding=0, deps=(dpt, ))
-        dst = (pt * (dpt - delta[None, :])).to(dtype)
-        dv = warpgroup_mma(gl.convert_layout(pt.to(dtype), a_layout), do_smem.index(s), dv, is_async=True)
-        dk = warpgroup_mma(gl.convert_layout(dst, a_layout), q_smem.index(s), dk, is_async=True)
-        ds_buf.store(dst)
-        fence_async_shared()
-        dk, dv = warpgroup_mma_wait(num_outstanding=0, deps=(dk, dv))
-        mbarrier.arrive(q_empty.index(s))
-        mbarrier.arrive(do_empty.index(s))
-        dq_rows = DQ + (bh * N + start_m).to(gl.int64) * D
-        for h in gl.static_range(2):  # dQ's share in two halves of D: half the registers at a time
-            dq = warpgroup_mma(ds_buf.permute((1, 0)), k.slice(h * DH, DH, dim=1), zero_q, use_acc=False,
-                               is_async=True)
-            dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq, ))
-            gl.atomic_add(dq_rows + q_rows[:, None] * D + (h * DH + dh)[None, :], dq * sm_scale, sem="relaxed")
-    keys = (bh * N + n_start + c * KEYS + gl.arange(0, KEYS, layout=q_rows_l)).to(gl.int64)
+    args = (k, v, q_smem, do_smem, k_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready, do_empty, ds_ready, dq_desc,
+            LSE, DELTA, bh, N, n_start, m_lo, qk_scale, sm_scale)
+    n_diag = 2 if CAUSAL else 0  # causal: the block's first two query tiles cross the diagonal
+    for j in range(n_diag):
+        dk, dv = _step(j, c, *args, dk, dv, True, STAGES)
+    for j in range(n_diag, n_m):
+        dk, dv = _step(j, c, *args, dk, dv, False, STAGES)
+    tma.store_wait(0)
+    acc_rows: gl.constexpr = gl.SliceLayout(1, acc_layout)
+    d = gl.arange(0, D, layout=gl.SliceLayout(0, acc_layout))
+    keys = (bh * N + n_start + c * KEYS + gl.arange(0, KEYS, layout=acc_rows)).to(gl.int64)
     gl.store(DK + keys[:, None] * D + d[None, :], (dk * sm_scale).to(dtype))
     gl.store(DV + keys[:, None] * D + d[None, :], dv.to(dtype))
 
@@ -128,7 +162,7 @@ def _consumer1(args, CAUSAL: gl.constexpr, STAGES: gl.constexpr):
 
 
 @gluon.jit
-def attn_bwd_gluon(q_desc, do_desc, k_desc, v_desc, DK, DV, DQ, LSE, DELTA, N, qk_scale, sm_scale,
+def attn_bwd_gluon(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, LSE, DELTA, N, qk_scale, sm_scale,
                    CAUSAL: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
     KEYS: gl.constexpr = k_desc.block_type.shape[0]
     BM: gl.constexpr = q_desc.block_type.shape[0]
@@ -144,33 +178,40 @@ def attn_bwd_gluon(q_desc, do_desc, k_desc, v_desc, DK, DV, DQ, LSE, DELTA, N, q
     do_smem = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [2] + k_desc.block_type.shape, k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [2] + v_desc.block_type.shape, v_desc.layout)
-    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([KEYS, BM], dtype)
-    ds_smem = gl.allocate_shared_memory(dtype, [2, KEYS, BM], ds_layout)
+    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BM, KEYS], dtype)
+    p_smem = gl.allocate_shared_memory(dtype, [2, BM, KEYS], ds_layout)  # [consumer]
+    ds_smem = gl.allocate_shared_memory(dtype, [4, BM, KEYS], ds_layout)  # [parity * 2 + consumer]
+    dq_smem = gl.allocate_shared_memory(gl.float32, [2] + dq_desc.block_type.shape, dq_desc.layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     do_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     do_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    ds_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     mbarrier.init(kv_bar, count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=2)
         mbarrier.init(do_ready.index(i), count=1)
         mbarrier.init(do_empty.index(i), count=2)
-    args = (q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, q_ready, q_empty, do_ready, do_empty, DK, DV, DQ,
-            LSE, DELTA, bh, N, n_start, m_lo, n_m, qk_scale, sm_scale)
+    for i in gl.static_range(2):
+        mbarrier.init(ds_ready.index(i), count=2)
+    args = (q_smem, do_smem, k_smem, v_smem, p_smem, ds_smem, dq_smem, kv_bar, q_ready, q_empty, do_ready, do_empty,
+            ds_ready, dq_desc, DK, DV, LSE, DELTA, bh, N, n_start, m_lo, n_m, qk_scale, sm_scale)
     gl.warp_specialize([
         (_consumer0, (args, CAUSAL, STAGES)),
         (_consumer1, (args, CAUSAL, STAGES)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, q_ready, q_empty,
                      do_ready, do_empty, bh * N + n_start, bh * N, m_lo, n_m, STAGES)),
-    ], [4, 1], [232, 24])
+    ], [4, 1], [240, 24])
 
 
-def _desc(x, rows):
+def _desc(x, rows, cols=None):
     flat = x.reshape(-1, x.shape[-1])
-    return TensorDescriptor(flat, list(flat.shape), list(flat.stride()), [rows, x.shape[-1]],
-                            gl.NVMMASharedLayout.get_default_for([rows, x.shape[-1]], gl.bfloat16))
+    block = [rows, cols or x.shape[-1]]
+    dtype = gl.float32 if x.dtype == torch.float32 else gl.bfloat16
+    return TensorDescriptor(flat, list(flat.shape), list(flat.stride()), block,
+                            gl.NVMMASharedLayout.get_default_for(block, dtype))
 
 
 def backward(q, k, v, o, lse, do, causal: bool, stages: int = 2):
@@ -180,8 +221,8 @@ def backward(q, k, v, o, lse, do, causal: bool, stages: int = 2):
     delta = (do.float() * o.float()).sum(-1)
     dq = torch.zeros(B, H, N, D, device=q.device, dtype=torch.float32)
     dk, dv = torch.empty_like(k), torch.empty_like(v)
-    attn_bwd_gluon[(N // 128 * B * H, )](_desc(q, 64), _desc(do, 64), _desc(k, 64), _desc(v, 64), dk, dv, dq,
-                                         lse, delta, N, scale * 1.4426950408889634, scale, causal, stages,
+    attn_bwd_gluon[(N // 128 * B * H, )](_desc(q, 64), _desc(do, 64), _desc(k, 64), _desc(v, 64),
+                                         _desc(dq, 64, D // 2), dk, dv, lse, delta, N, scale * 1.4426950408889634, scale, causal, stages,
                                          num_warps=4)
     return dq.to(q.dtype), dk, dv
 
@@ -195,7 +236,8 @@ def offline():
     f = torch.empty(1, 2, 1024, 128, dtype=torch.float32)
     lse = torch.empty(1, 2, 1024, dtype=torch.float32)
     for causal in (True, False):
-        kernel = attn_bwd_gluon.warmup(_desc(x, 64), _desc(x, 64), _desc(x, 64), _desc(x, 64), x, x, f, lse, lse,
+        kernel = attn_bwd_gluon.warmup(_desc(x, 64), _desc(x, 64), _desc(x, 64), _desc(x, 64), _desc(f, 64, 64), x, x,
+                                       lse, lse,
                                        1024, 0.1, 0.1, causal, 2, num_warps=4, grid=(1, ))
         print(f"causal={causal}: {cubin_resources(kernel)} shared {kernel.metadata.shared}")
     Path("/tmp/gluon_bwd_probe.ptx").write_text(kernel.asm["ptx"])
