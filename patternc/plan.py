@@ -35,7 +35,8 @@ class Options(TypedDict, total=False):
     """Tile options of `attention_from`: ``block_m``, ``block_n``, ``num_warps``, ``num_stages``,
     ``max_registers`` apply to both passes; ``fwd_``/``bwd_``-prefixed ones to one pass (and win).
     ``fwd_warp_specialize=1`` asks for the warp-specialized forward (Hopper, D=128; see
-    `choose_tiles`), ``fwd_persistent=1`` for its persistent programs too."""
+    `choose_tiles`), ``fwd_persistent=1`` for its persistent programs too, and
+    ``bwd_warp_specialize=1`` for the warp-specialized fused backward (0: the plain kernels)."""
 
     block_m: int
     block_n: int
@@ -54,6 +55,7 @@ class Options(TypedDict, total=False):
     bwd_num_warps: int
     bwd_num_stages: int
     bwd_max_registers: int
+    bwd_warp_specialize: int
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class TileConfig:
     num_warps: int = 4
     num_stages: int = 2
     max_registers: int = 0  # per thread, a cap for the compiler (0: its choice); see `choose_tiles`
-    warp_specialize: int = 0  # forward only, 1: hopper.py's Gluon kernel (producer warp, two consumer warpgroups)
+    warp_specialize: int = 0  # 1: hopper.py's Gluon kernels (producer warp, two consumer warpgroups)
     persistent: int = 0  # warp-specialized forward only, 1: one program per multiprocessor loops over the items
 
     @property
@@ -79,6 +81,9 @@ class TileConfig:
 # hopper.py's Gluon kernel: 128-row query blocks (two consumer warpgroups of 64 rows), 128-key
 # tiles in a ring of 2 K and 2 V buffers, a 4-warp default partition (the launch's num_warps)
 WARP_SPECIALIZED = TileConfig(128, 128, 4, 2, warp_specialize=1)
+# hopper.py's fused Gluon backward: 64-row query tiles against 128-key blocks (two consumer
+# warpgroups of 64 keys each), Q and dO in rings of 2
+BWD_WARP_SPECIALIZED = TileConfig(64, 128, 4, 2, warp_specialize=1)
 
 
 def _caps_registers(name: str) -> bool:
@@ -92,7 +97,7 @@ def check_options(options: dict) -> Options:
         if name not in Options.__annotations__:
             raise PatterncError(f"unknown option {name!r} (expected one of {', '.join(Options.__annotations__)})")
         registers = _caps_registers(name)
-        switch = name in ("fwd_warp_specialize", "fwd_persistent")
+        switch = name in ("fwd_warp_specialize", "fwd_persistent", "bwd_warp_specialize")
         require_int(f"option {name}", value, minimum=0 if registers or switch else 1)
         if switch and value > 1:
             raise PatterncError(f"option {name} must be 0 or 1, got {value}")
@@ -107,7 +112,8 @@ def check_options(options: dict) -> Options:
 
 
 def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None,
-                 dense: bool = False, specialized: bool = False) -> tuple[TileConfig, TileConfig]:
+                 dense: bool = False, specialized: bool = False,
+                 bwd_specialized: bool = False) -> tuple[TileConfig, TileConfig]:
     """(forward, backward) tiles for a device type, dtype and head dim, then the options.
 
     CUDA, fp16/bf16, D <= 128: the best of a sweep on an H100 (benchmarks/tune_tiles.py) with
@@ -127,12 +133,15 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
     ``specialized`` (or the option ``fwd_warp_specialize=1``), at D=128: the warp-specialized
     forward (kernels/hopper.py, Gluon), `WARP_SPECIALIZED` (see `tiles_and_layout`). Its
     partitions are written for that shape, bf16/fp16 and D=128 (golden-tested and measured
-    there only); the options may not ask for it elsewhere.
+    there only); the options may not ask for it elsewhere. ``bwd_specialized`` (or the option
+    ``bwd_warp_specialize=1``), likewise: the fused warp-specialized backward,
+    `BWD_WARP_SPECIALIZED`.
     fp32 or D > 128: smaller tiles that fit shared memory (golden-tested, untuned). The
     interpreter (CPU): 32x32, which keeps its numpy work small.
     """
     options = options or {}
     specialized = bool(options.get("fwd_warp_specialize", specialized))
+    bwd_specialized = bool(options.get("bwd_warp_specialize", bwd_specialized))
     if device_type != "cuda":
         fwd = bwd = TileConfig(32, 32)
     elif head_dim > 128 and dtype == torch.float32:
@@ -142,7 +151,8 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
     else:
         wide = dense and head_dim > 64  # at D=64 the 128x128 forward was 20% slower on causal 16K
         fwd = TileConfig(128, 128, 8, 2) if wide else TileConfig(64, 64, 4, 2)
-        fwd, bwd = WARP_SPECIALIZED if specialized and head_dim == 128 else fwd, TileConfig(64, 64, 4, 2)
+        fwd = WARP_SPECIALIZED if specialized and head_dim == 128 else fwd
+        bwd = BWD_WARP_SPECIALIZED if bwd_specialized and head_dim == 128 else TileConfig(64, 64, 4, 2)
     shared = {k: v for k, v in options.items() if not k.startswith(("fwd_", "bwd_"))}
     fwd, bwd = (replace(cfg, **{**shared, **{k[4:]: v for k, v in options.items() if k.startswith(prefix)}})
                 for cfg, prefix in ((fwd, "fwd_"), (bwd, "bwd_")))
@@ -155,6 +165,12 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
         raise PatterncError(f"fwd_warp_specialize runs only at head dim 128, fp16 or bf16, with 128x128 forward tiles, "
                             f"4 warps, 2 stages and no register cap (got {fwd.block_m}x{fwd.block_n}, {fwd.num_warps} "
                             f"warps, {fwd.num_stages} stages, cap {fwd.max_registers}, D={head_dim}, "
+                            f"{str(dtype).removeprefix('torch.')}): its kernel is written for that shape")
+    if (device_type == "cuda" and bwd.warp_specialize
+            and (bwd != BWD_WARP_SPECIALIZED or head_dim != 128 or dtype == torch.float32)):
+        raise PatterncError(f"bwd_warp_specialize runs only at head dim 128, fp16 or bf16, with 64x128 backward tiles, "
+                            f"4 warps, 2 stages and no register cap (got {bwd.block_m}x{bwd.block_n}, {bwd.num_warps} "
+                            f"warps, {bwd.num_stages} stages, cap {bwd.max_registers}, D={head_dim}, "
                             f"{str(dtype).removeprefix('torch.')}): its kernel is written for that shape")
     if device_type == "cuda" and fwd.persistent and not fwd.warp_specialize:
         raise PatterncError("fwd_persistent needs fwd_warp_specialize=1: only the warp-specialized forward loops "
@@ -217,20 +233,29 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     ``fwd_persistent=0``, which only keeps the choice's programs to one item each. The bigger tiles need Hopper (``hopper``: the
     GPU is sm_90 or newer): the warp-specialized forward where ``specializable`` (sm_90, Triton
     3.6) with `long_rows`, or with `uniform_rows` (then persistent), else the dense tiles where
-    `is_dense`."""
+    `is_dense`. The fused warp-specialized backward (hopper.py, fp16/bf16) where the forward is
+    warp-specialized for `long_rows` (A/B on an H100, forward+backward at 16K against the plain
+    kernels: causal -16%, `all` -14%, P4 -6%, causal with GQA -7%; P3, `uniform_rows` only, +2%:
+    results/2026-11-26-ab-v15-fused-bwd-h100.md), unless options set any backward setting
+    (``bwd_``-prefixed or shared)."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
-    if fwd.warp_specialize and device_type == "cuda" and not hopper:
-        raise PatterncError("fwd_warp_specialize needs a Hopper GPU (sm_90): its kernel uses Hopper's wgmma and TMA")
-    if fwd.warp_specialize and device_type == "cuda" and not specializable:
-        raise PatterncError("fwd_warp_specialize needs an sm_90 GPU and Triton 3.6, which its Gluon kernel "
-                            "(patternc/kernels/hopper.py) is written and measured for")
+    for name, cfg in (("fwd", fwd), ("bwd", bwd)):
+        if cfg.warp_specialize and device_type == "cuda" and not hopper:
+            raise PatterncError(f"{name}_warp_specialize needs a Hopper GPU (sm_90): its kernel uses Hopper's wgmma "
+                                f"and TMA")
+        if cfg.warp_specialize and device_type == "cuda" and not specializable:
+            raise PatterncError(f"{name}_warp_specialize needs an sm_90 GPU and Triton 3.6, which its Gluon kernel "
+                                f"(patternc/kernels/hopper.py) is written and measured for")
     layout = layout_at(fwd.block_m // packing(fwd, group), fwd.block_n)
     forward_tile = [name for name in options
                     if not name.startswith("bwd_") and not _caps_registers(name) and name != "fwd_persistent"]
     capped = any(_caps_registers(name) and value and not name.startswith("bwd_") for name, value in options.items())
     long, uniform = long_rows(layout), uniform_rows(layout) and group == 1  # GQA keeps its packed tile
     specialized = specializable and head_dim == 128 and (long or uniform) and not capped
+    backward_tile = [name for name in options if not name.startswith("fwd_")]  # caps included
+    if specialized and long and dtype != torch.float32 and not backward_tile:  # the fused backward
+        _, bwd = choose_tiles(device_type, dtype, head_dim, options, bwd_specialized=True)
     if hopper and (specialized or is_dense(layout)) and not forward_tile:
         dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True, specialized=specialized)
         dense = replace(dense, persistent=int(specialized and uniform and not long

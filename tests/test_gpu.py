@@ -56,6 +56,7 @@ def test_dense_layouts_with_128x128_forward_tiles(pattern, n, d, hq, hkv, dtype,
 
 
 WARP_SPECIALIZED = dict(fwd_warp_specialize=1)
+FUSED = dict(WARP_SPECIALIZED, bwd_warp_specialize=1)  # and hopper.py's fused backward
 
 
 @pytest.fixture
@@ -68,6 +69,18 @@ def gluon_calls(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """The names of hopper.py's kernels the launches ran, in order, each once."""
+    from patternc.ops import launch
+
+    ran, real = [], launch._launch
+    monkeypatch.setattr(launch, "_launch", lambda kernel, *a: (
+        ran.append(kernel.__name__) if kernel.__name__.endswith("_ws") and kernel.__name__ not in ran else None,
+        real(kernel, *a))[-1])
+    return ran
+
+
 @pytest.mark.parametrize("pattern,lq,lk,hq,hkv,dtype,q_offset", [
     ("causal", 4096, 4096, 2, 2, "bf16", None),
     ("all", 2000, 3000, 2, 2, "fp16", None),  # ragged key tiles (not EVEN_N), Lq != Lk
@@ -77,19 +90,53 @@ def gluon_calls(monkeypatch):
     ("(global(0:4) + window(left=255, right=0)) & causal", 3000, 3000, 4, 2, "bf16", None),  # tagged tiles
     ("global(0:40) + window(3) + random(2, block=64)", 2000, 1500, 2, 2, "fp16", 100),  # a union with a random term
 ])
-def test_warp_specialized_forward(gluon_calls, pattern, lq, lk, hq, hkv, dtype, q_offset):
-    """hopper.py's Gluon forward (option fwd_warp_specialize): producer warp, two consumer warpgroups."""
+@pytest.mark.parametrize("options", [WARP_SPECIALIZED, FUSED], ids=["forward", "forward+backward"])
+def test_warp_specialized_kernels(fused_calls, pattern, lq, lk, hq, hkv, dtype, q_offset, options):
+    """hopper.py's Gluon forward (option fwd_warp_specialize): producer warp, two consumer
+    warpgroups; and its fused backward (bwd_warp_specialize): 128-key programs, dQ by TMA
+    reductions (GQA: the group's heads in one program; tagged tiles; odd lengths)."""
     run_case(pattern, lq=lq, lk=lk, hq=hq, hkv=hkv, d=128, dtype=DTYPES[dtype], block=None, q_offset=q_offset,
-             options=WARP_SPECIALIZED)
-    assert gluon_calls
+             options=options)
+    assert fused_calls == (["attn_fwd_ws", "attn_bwd_ws"] if options is FUSED else ["attn_fwd_ws"])
 
 
-def test_warp_specialized_forward_batched_strided(gluon_calls):
-    """Two batches and [B, L, H, D] tensors: the descriptors' batch coordinate, O's strides and the
-    LSE rows of each (batch, head)."""
+def test_warp_specialized_kernels_batched_strided(fused_calls):
+    """Two batches and [B, L, H, D] tensors: the descriptors' batch coordinate, O's, dK's and dV's
+    strides and the LSE rows of each (batch, head)."""
     run_case("causal", lq=1000, lk=1500, b=2, hq=4, hkv=2, d=128, dtype=torch.bfloat16, block=None,
-             layout="blhd", options=WARP_SPECIALIZED)
-    assert gluon_calls
+             layout="blhd", options=FUSED)
+    assert fused_calls == ["attn_fwd_ws", "attn_bwd_ws"]
+
+
+def test_fused_backward_copies_what_the_tma_cannot_address(fused_calls):
+    """The gradient of a sum (a stride-0 dO) and a q 2 bytes past 16-byte alignment: copied for the
+    fused backward's descriptors (the forward takes its plain loops for that q)."""
+    q, k, v = (torch.randn(1, 2, 2048, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    shifted = torch.empty(q.numel() + 8, device="cuda", dtype=q.dtype)[1:1 + q.numel()].view(q.shape)
+    shifted.copy_(q)
+    leaves = [shifted.requires_grad_(), k.requires_grad_(), v.requires_grad_()]
+    attn = patternc.attention_from("window(left=700, right=0)", **FUSED)
+    out = attn(*leaves)
+    grads = torch.autograd.grad(out.sum(), leaves)
+    assert fused_calls == ["attn_bwd_ws"]
+    assert_like_dense("window(left=700, right=0)", shifted, k, v, out, grads, torch.ones_like(out))
+
+
+def test_plan_fuses_the_backward_where_the_forward_is_warp_specialized():
+    """The plan's choice on an sm_90 GPU with Triton 3.6, and what options change."""
+    from patternc.kernels.cache import hopper_supported
+
+    if torch.cuda.get_device_capability()[0] != 9 or not hopper_supported():
+        pytest.skip("the warp-specialized kernels are chosen on sm_90 with Triton 3.6 only")
+    causal = patternc.parse("causal")
+    plan = plan_for(causal, 16384, 16384, None, torch.device("cuda"), torch.bfloat16, 128, {}, 1)
+    assert plan.fwd.warp_specialize and plan.bwd.warp_specialize and (plan.bwd.block_m, plan.bwd.block_n) == (64, 128)
+    for options in (dict(bwd_warp_specialize=0), dict(num_warps=4)):
+        plan = plan_for(causal, 16384, 16384, None, torch.device("cuda"), torch.bfloat16, 128, options, 1)
+        assert not plan.bwd.warp_specialize
+    window = patternc.parse("window(left=1023, right=0)")  # uniform rows, not long ones: the plain backward
+    plan = plan_for(window, 16384, 16384, None, torch.device("cuda"), torch.bfloat16, 128, {}, 1)
+    assert plan.fwd.warp_specialize and not plan.bwd.warp_specialize
 
 
 def test_warp_specialized_option_with_unaligned_tensors_takes_the_plain_loops(gluon_calls):

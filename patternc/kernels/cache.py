@@ -134,7 +134,7 @@ def descriptor(t, block_shape: list[int], gluon: bool = False):
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}[t.dtype]
+    dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}[t.dtype]
     layout = gl.NVMMASharedLayout.get_default_for(block_shape, dtype)
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block_shape, layout)
 

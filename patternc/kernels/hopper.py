@@ -29,15 +29,20 @@
 # this kernel in the package: results/2026-11-26-ab-v14-gluon-h100.md. Written for Triton 3.6's
 # Gluon API, which later releases change (`cache.hopper_supported`).
 
+from triton._C.libtriton import ir
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language._core import builtin
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                              warpgroup_mma_wait)
 
 from .flash import _scheduled
 
 LN2 = gl.constexpr(0.6931471805599453)
 CONSUMER_REGISTERS = gl.constexpr(232)  # per thread, of the second consumer (the first gets what remains: 248)
 PRODUCER_REGISTERS = gl.constexpr(24)
+BWD_CONSUMER_REGISTERS = gl.constexpr(240)  # the backward's second consumer (spills at 232: NOTES v15)
+LOG2E = gl.constexpr(1.4426950408889634)
 
 
 @gluon.jit
@@ -265,3 +270,247 @@ def attn_fwd_ws(Q_DESC, K_DESC, V_DESC, O, LSE, PARAMS, FULL_OFFSETS, FULL_INDIC
                      v_empty, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, ORDER, HEAVY, H, GROUP, Q_LEN,
                      WORK, SPLITS, STAGES)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
+
+
+# --------------------------------------------------------------------------- backward
+# One program per (128-key block, batch x kv head), FlashAttention-3's arrangement: the producer
+# warp loads the block's K and V once (two 64-key halves) and, for each query tile of the
+# block's transposed lists (64 rows, full tiles then partial ones, for every query head of the
+# GQA group), Q and dO into rings. Consumer c (a warpgroup) owns keys [64 c, 64 c + 64) and per
+# query tile computes S = Q K_c^T and dP = dO V_c^T, P and dS (in shared memory, as the
+# transposed A operands of dV_c += P^T dO and dK_c += dS^T Q), and then c's half of dQ's
+# columns over all 128 keys, dQ[:, c half] = dS K[:, c half], from both consumers' dS. dQ goes
+# out as an fp32 TMA bulk reduction into a zeroed accumulator (cp.reduce.async.bulk: one
+# instruction per tile, done by the TMA unit). Five products per tile pair, against the
+# plain loops' seven (their dQ kernel recomputes S and dP). Probe: benchmarks/gluon_bwd_probe.py.
+
+
+@builtin
+def _reduce_add(desc, coord, src, _semantic=None):
+    """TMA bulk reduction, global[coord tile] += src (shared memory). Gluon 3.6 has the operation
+    in its builder but no wrapper (3.9 names it tma.async_atomic_add)."""
+    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+    _semantic.builder.create_async_tma_reduce(ir.DESCRIPTOR_REDUCE_KIND.ADD, desc.handle, coord, src.handle)
+
+
+@gluon.jit
+def _bwd_lists(kb, FULL_OFFSETS, PART_OFFSETS):
+    """(first full tile, number of full tiles, first partial tile, number of partial) of key block kb."""
+    full_lo = gl.load(FULL_OFFSETS + kb)
+    part_lo = gl.load(PART_OFFSETS + kb)
+    return full_lo, gl.load(FULL_OFFSETS + kb + 1) - full_lo, part_lo, gl.load(PART_OFFSETS + kb + 1) - part_lo
+
+
+@gluon.jit
+def _bwd_producer(Q_DESC, DO_DESC, K_DESC, V_DESC, q_smem, do_smem, k_smem, v_smem, kv_bar, q_ready, q_empty,
+                  do_ready, do_empty, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, kb, off_b, off_hk,
+                  GROUP, STAGES: gl.constexpr):
+    BLOCK_M: gl.constexpr = Q_DESC.block_type.shape[2]
+    HALF: gl.constexpr = K_DESC.block_type.shape[2]
+    mbarrier.expect(kv_bar, 2 * K_DESC.block_type.nbytes + 2 * V_DESC.block_type.nbytes)
+    for c in gl.static_range(2):  # keys past KV_LEN read as zeros
+        tma.async_copy_global_to_shared(K_DESC, [off_b, off_hk, kb * 2 * HALF + c * HALF, 0], kv_bar,
+                                        k_smem.index(c))
+        tma.async_copy_global_to_shared(V_DESC, [off_b, off_hk, kb * 2 * HALF + c * HALF, 0], kv_bar,
+                                        v_smem.index(c))
+    full_lo, n_full, part_lo, n_part = _bwd_lists(kb, FULL_OFFSETS, PART_OFFSETS)
+    j = 0  # query tiles loaded so far: ring slot j % STAGES, pass j // STAGES
+    for g in range(GROUP):
+        off_h = off_hk * GROUP + g
+        for t in range(n_full + n_part):
+            start_m = _key_start(t, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, BLOCK_M)  # rows here
+            s = j % STAGES
+            phase = (j // STAGES) & 1
+            mbarrier.wait(q_empty.index(s), phase ^ 1)
+            mbarrier.expect(q_ready.index(s), Q_DESC.block_type.nbytes)
+            tma.async_copy_global_to_shared(Q_DESC, [off_b, off_h, start_m, 0], q_ready.index(s), q_smem.index(s))
+            mbarrier.wait(do_empty.index(s), phase ^ 1)
+            mbarrier.expect(do_ready.index(s), DO_DESC.block_type.nbytes)
+            tma.async_copy_global_to_shared(DO_DESC, [off_b, off_h, start_m, 0], do_ready.index(s), do_smem.index(s))
+            j += 1
+
+
+@gluon.jit
+def _bwd_step(j, c: gl.constexpr, start_m, tags, q_smem, do_smem, k_smem, v_smem, p_smem, ds_smem, dq_smem, q_ready,
+              q_empty, do_ready, do_empty, ds_ready, DQ_DESC, lse_at, delta_at, off_b, off_h, start_n, Q_LEN, KV_LEN,
+              Q_OFFSET, PARAMS, qk_scale, sm_scale, dk, dv, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr,
+              EVEN_N: gl.constexpr, PARTIAL: gl.constexpr, STAGES: gl.constexpr):
+    """Consumer c's share of query tile j (rows start_m..+64; PARTIAL: the pattern's mask applies):
+    dK_c and dV_c accumulate, c's half of dQ's columns goes out by a TMA reduction."""
+    BLOCK_M: gl.constexpr = q_smem.shape[3]
+    HALF: gl.constexpr = k_smem.shape[3]
+    HEAD_DIM: gl.constexpr = k_smem.shape[4]
+    DQ_COLS: gl.constexpr = HEAD_DIM // 2
+    dtype: gl.constexpr = q_smem.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HALF, 16])
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, DQ_COLS, 16])
+    s = j % STAGES
+    phase = (j // STAGES) & 1
+    q = q_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
+    do = do_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
+    k = k_smem.index(c).reshape([HALF, HEAD_DIM])
+    v = v_smem.index(c).reshape([HALF, HEAD_DIM])
+    offs_m = start_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+    mbarrier.wait(q_ready.index(s), phase)
+    qk = warpgroup_mma(q, k.permute((1, 0)), gl.zeros([BLOCK_M, HALF], gl.float32, s_layout), use_acc=False,
+                       is_async=True)
+    mbarrier.wait(do_ready.index(s), phase)
+    dp = warpgroup_mma(do, v.permute((1, 0)), gl.zeros([BLOCK_M, HALF], gl.float32, s_layout), use_acc=False,
+                       is_async=True)
+    # while the products run: the rows' LSE (log2 units; +inf for empty rows and rows past Q_LEN,
+    # whose P is then 0) and delta
+    lse = gl.load(lse_at + offs_m, mask=offs_m < Q_LEN, other=float("-inf"))
+    lse = gl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
+    delta = gl.load(delta_at + offs_m, mask=offs_m < Q_LEN, other=0.0)
+    qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))
+    p = gl.exp2(qk * qk_scale - lse[:, None])
+    offs_n = start_n + c * HALF + gl.arange(0, HALF, layout=gl.SliceLayout(0, s_layout))
+    if PARTIAL:
+        keep = MASK(offs_m[:, None], offs_n[None, :], Q_OFFSET, PARAMS, tags, ROWS=BLOCK_M, COLS=HALF,
+                    RANDOM_SLOTS=RANDOM_SLOTS)
+        if not EVEN_N:
+            keep = keep & (offs_n[None, :] < KV_LEN)
+        p = gl.where(keep, p, 0.0)
+    elif not EVEN_N:  # keys past KV_LEN (zeros from the TMA) drop
+        p = gl.where(offs_n[None, :] < KV_LEN, p, 0.0)
+    p_smem.index(c).store(p.to(dtype))
+    fence_async_shared()
+    dv = warpgroup_mma(p_smem.index(c).permute((1, 0)), do, dv, is_async=True)
+    dp = warpgroup_mma_wait(num_outstanding=1, deps=(dp, ))
+    ds = (p * (dp - delta[:, None])).to(dtype)
+    # c's dS into its half of the tile's [64 queries, 128 keys] (two buffers by tile parity: a
+    # consumer writes tile j+2's only after it has seen the other's tile j+1, which the other
+    # stores after its tile j's dQ products finished)
+    ds0 = (j % 2) * 2
+    ds_smem.index(ds0 + c).store(ds)
+    fence_async_shared()
+    mbarrier.arrive(ds_ready.index(j % 2))
+    dk = warpgroup_mma(ds_smem.index(ds0 + c).permute((1, 0)), q, dk, is_async=True)
+    mbarrier.wait(ds_ready.index(j % 2), (j // 2) & 1)
+    dq = warpgroup_mma(ds_smem.index(ds0), k_smem.index(0).reshape([HALF, HEAD_DIM]).slice(c * DQ_COLS, DQ_COLS, dim=1),
+                       gl.zeros([BLOCK_M, DQ_COLS], gl.float32, dq_layout), use_acc=False, is_async=True)
+    dq = warpgroup_mma(ds_smem.index(ds0 + 1),
+                       k_smem.index(1).reshape([HALF, HEAD_DIM]).slice(c * DQ_COLS, DQ_COLS, dim=1), dq,
+                       is_async=True)
+    dv, dk, dq = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, dq))
+    mbarrier.arrive(q_empty.index(s))
+    mbarrier.arrive(do_empty.index(s))
+    tma.store_wait(0)  # the previous tile's reduction has read the staging buffer
+    dq_smem.index(c).reshape([BLOCK_M, DQ_COLS]).store(dq * sm_scale)
+    fence_async_shared()
+    _reduce_add(DQ_DESC, [off_b, off_h, start_m, c * DQ_COLS], dq_smem.index(c))  # rows past Q_LEN drop
+    return dk, dv
+
+
+@gluon.jit
+def _bwd_consumer(c: gl.constexpr, q_smem, do_smem, k_smem, v_smem, p_smem, ds_smem, dq_smem, kv_bar, q_ready, q_empty,
+                  do_ready, do_empty, ds_ready, DQ_DESC, DK, DV, LSE, DELTA, PARAMS, FULL_OFFSETS, FULL_INDICES,
+                  PART_OFFSETS, PART_INDICES, PART_TAGS, kb, off_b, off_hk, stride_dkb, stride_dkh, stride_dkn,
+                  stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET,
+                  qk_scale, sm_scale, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr,
+                  TAGGED: gl.constexpr, STAGES: gl.constexpr):
+    BLOCK_M: gl.constexpr = q_smem.shape[3]
+    HALF: gl.constexpr = k_smem.shape[3]
+    HEAD_DIM: gl.constexpr = k_smem.shape[4]
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                         instr_shape=[16, HEAD_DIM, 16])
+    dk = gl.zeros([HALF, HEAD_DIM], gl.float32, acc_layout)
+    dv = gl.zeros([HALF, HEAD_DIM], gl.float32, acc_layout)
+    start_n = kb * 2 * HALF
+    full_lo, n_full, part_lo, n_part = _bwd_lists(kb, FULL_OFFSETS, PART_OFFSETS)
+    mbarrier.wait(kv_bar, 0)
+    j = 0
+    for g in range(GROUP):
+        off_h = off_hk * GROUP + g
+        rows = (off_b * H + off_h).to(gl.int64) * Q_LEN  # this head's LSE and delta
+        for t in range(n_full):
+            dk, dv = _bwd_step(j, c, gl.load(FULL_INDICES + full_lo + t) * BLOCK_M, 0, q_smem, do_smem, k_smem,
+                               v_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready, do_empty, ds_ready,
+                               DQ_DESC, LSE + rows, DELTA + rows, off_b, off_h, start_n, Q_LEN, KV_LEN, Q_OFFSET,
+                               PARAMS, qk_scale, sm_scale, dk, dv, MASK, RANDOM_SLOTS, EVEN_N, False, STAGES)
+            j += 1
+        for t in range(part_lo, part_lo + n_part):
+            tags = gl.load(PART_TAGS + t) if TAGGED else 0
+            dk, dv = _bwd_step(j, c, gl.load(PART_INDICES + t) * BLOCK_M, tags, q_smem, do_smem, k_smem,
+                               v_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready, do_empty, ds_ready,
+                               DQ_DESC, LSE + rows, DELTA + rows, off_b, off_h, start_n, Q_LEN, KV_LEN, Q_OFFSET,
+                               PARAMS, qk_scale, sm_scale, dk, dv, MASK, RANDOM_SLOTS, EVEN_N, True, STAGES)
+            j += 1
+    tma.store_wait(0)
+    keys = start_n + c * HALF + gl.arange(0, HALF, layout=gl.SliceLayout(1, acc_layout))
+    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
+    ok = (keys < KV_LEN)[:, None]
+    dk_at = DK + off_b.to(gl.int64) * stride_dkb + off_hk.to(gl.int64) * stride_dkh
+    gl.store(dk_at + keys.to(gl.int64)[:, None] * stride_dkn + d[None, :] * stride_dkd,
+             (dk * sm_scale).to(DK.dtype.element_ty), mask=ok)
+    dv_at = DV + off_b.to(gl.int64) * stride_dvb + off_hk.to(gl.int64) * stride_dvh
+    gl.store(dv_at + keys.to(gl.int64)[:, None] * stride_dvn + d[None, :] * stride_dvd, dv.to(DV.dtype.element_ty),
+             mask=ok)
+
+
+@gluon.jit
+def _bwd_consumer0(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, TAGGED: gl.constexpr,
+                   STAGES: gl.constexpr):
+    _bwd_consumer(0, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
+
+
+@gluon.jit
+def _bwd_consumer1(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, TAGGED: gl.constexpr,
+                   STAGES: gl.constexpr):
+    _bwd_consumer(1, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
+
+
+@gluon.jit(do_not_specialize=["Q_OFFSET", "HEAVY"])
+def attn_bwd_ws(Q_DESC, DO_DESC, K_DESC, V_DESC, DQ_DESC, DK, DV, LSE, DELTA, PARAMS, FULL_OFFSETS, FULL_INDICES,
+                PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+                stride_dvb, stride_dvh, stride_dvn, stride_dvd, H, HKV, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale,
+                sm_scale, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr,
+                TAGGED: gl.constexpr, STAGES: gl.constexpr):
+    """dK, dV and dQ of one 128-key block of one (batch, kv head) per program, its query tiles
+    from the backward layout's transposed lists (64x128 tiles). Q_DESC, DO_DESC: TMA
+    descriptors of Q and dO [B, H, Lq, D], tiles [1, 1, 64, D]; K_DESC, V_DESC of K and V
+    [B, HKV, Lk, D], tiles [1, 1, 64, D] (a consumer's half); DQ_DESC of the zeroed fp32 dQ
+    accumulator [B, H, Lq, D], tiles [1, 1, 64, D / 2]; LSE and DELTA [B, H, Lq] contiguous;
+    STAGES: buffers in each of the Q and dO rings. Other arguments as flash.py's attn_bwd_dkdv."""
+    dtype: gl.constexpr = Q_DESC.dtype
+    BLOCK_M: gl.constexpr = Q_DESC.block_type.shape[2]
+    HALF: gl.constexpr = K_DESC.block_type.shape[2]
+    kb, off_bh = _scheduled(gl.program_id(0), gl.num_programs(0), KV_LEN, 2 * HALF, ORDER, HEAVY)
+    off_b = off_bh // HKV
+    off_hk = off_bh % HKV
+    q_smem = gl.allocate_shared_memory(dtype, [STAGES] + Q_DESC.block_type.shape, Q_DESC.layout)
+    do_smem = gl.allocate_shared_memory(dtype, [STAGES] + DO_DESC.block_type.shape, DO_DESC.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [2] + K_DESC.block_type.shape, K_DESC.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [2] + V_DESC.block_type.shape, V_DESC.layout)
+    s_shared: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HALF], dtype)
+    p_smem = gl.allocate_shared_memory(dtype, [2, BLOCK_M, HALF], s_shared)  # [consumer]
+    ds_smem = gl.allocate_shared_memory(dtype, [4, BLOCK_M, HALF], s_shared)  # [tile parity * 2 + consumer]
+    dq_smem = gl.allocate_shared_memory(gl.float32, [2] + DQ_DESC.block_type.shape, DQ_DESC.layout)  # [consumer]
+    kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    do_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    do_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    ds_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(kv_bar, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=2)
+        mbarrier.init(do_ready.index(i), count=1)
+        mbarrier.init(do_empty.index(i), count=2)
+    for i in gl.static_range(2):
+        mbarrier.init(ds_ready.index(i), count=2)
+    consumer = (q_smem, do_smem, k_smem, v_smem, p_smem, ds_smem, dq_smem, kv_bar, q_ready, q_empty, do_ready,
+                do_empty, ds_ready, DQ_DESC, DK, DV, LSE, DELTA, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS,
+                PART_INDICES, PART_TAGS, kb, off_b, off_hk, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+                stride_dvb, stride_dvh, stride_dvn, stride_dvd, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale,
+                sm_scale)
+    gl.warp_specialize([
+        (_bwd_consumer0, (consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
+        (_bwd_consumer1, (consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
+        (_bwd_producer, (Q_DESC, DO_DESC, K_DESC, V_DESC, q_smem, do_smem, k_smem, v_smem, kv_bar, q_ready, q_empty,
+                         do_ready, do_empty, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, kb, off_b,
+                         off_hk, GROUP, STAGES)),
+    ], [4, 1], [BWD_CONSUMER_REGISTERS, PRODUCER_REGISTERS])

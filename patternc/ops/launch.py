@@ -187,7 +187,7 @@ def forward(plan: KernelPlan, q, k, v, scale: float, grads: bool = False):
     with _launching(plan, q.device):
         if grads and _first(plan, ("compile backward", calls[0][2])):
             with contextlib.suppress(Exception):  # a head start only: the backward compiles what this misses
-                _compile(_backward_calls(plan, q, k, v, *_stand_ins(q, k, v), None, scale), wait=False)
+                _compile(_backward_calls(plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale), wait=False)
         for kernel, programs, geometry, tensors, args in calls:
             _launch(kernel, programs, plan, geometry, tensors, args)
     return out, lse
@@ -254,7 +254,7 @@ def precompile(plan: KernelPlan, q, k, v, scale: float, device: torch.device, ba
     Triton's on-disk cache and this process. Nothing runs on the GPU."""
     calls = _forward_calls(plan, q, k, v, *_outputs(plan, q, device, _meta), scale)
     if backward:
-        calls += _backward_calls(plan, q, k, v, *_stand_ins(q, k, v), None, scale)
+        calls += _backward_calls(plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale)
     with _launching(plan, device):
         _compile(calls, wait=True)
 
@@ -262,18 +262,25 @@ def precompile(plan: KernelPlan, q, k, v, scale: float, device: torch.device, ba
 def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     """dQ, dK, dV (dK and dV summed over each GQA group). ``dlse`` may be None."""
     B, H, Lq, _ = q.shape
-    dq, dk, dv = empty(q.shape, q.dtype, q.device), empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
+    fused = _fused_backward(plan)
+    if fused:  # its TMA descriptors need addressable tensors: copy any other (a stride-0 dO, say)
+        q, k, v, do = (t if _tma_ok(t) else t.clone(memory_format=torch.contiguous_format) for t in (q, k, v, do))
+        dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)  # the reductions' accumulator
+    else:
+        dq = empty(q.shape, q.dtype, q.device)
+    dk, dv = empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
     delta = empty((B, H, Lq), torch.float32, q.device)
     calls = _backward_calls(plan, q, k, v, o, lse, do, dq, dk, dv, delta, dlse, scale)
     with _launching(plan, q.device):
-        if _first(plan, ("compile", calls[0][2])):  # the three kernels compile side by side
+        if _first(plan, ("compile", calls[0][2])):  # the kernels compile side by side
             _compile(calls, wait=True)
-        preprocess, dkdv, dq_ = ((kernel, programs, plan, *rest) for kernel, programs, *rest in calls)
-        _launch(*preprocess)
-        if plan.interpret or not OVERLAP_DQ:
-            _launch(*dkdv)
-            _launch(*dq_)
+        launches = [(kernel, programs, plan, *rest) for kernel, programs, *rest in calls]
+        if fused or plan.interpret or not OVERLAP_DQ:
+            for launch in launches:
+                _launch(*launch)
         else:  # dQ needs only delta: it runs beside dK/dV, on a second stream, and fills dK/dV's tail
+            preprocess, dkdv, dq_ = launches
+            _launch(*preprocess)
             main = torch.cuda.current_stream()
             side = side_stream(main)
             side.wait_stream(main)
@@ -283,7 +290,15 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
                     _launch(*dq_)
             finally:
                 main.wait_stream(side)  # the caller's stream: everything after sees dQ, and frees after it
-    return dq, dk, dv
+    return dq.to(q.dtype) if fused else dq, dk, dv
+
+
+def _fused_backward(plan: KernelPlan) -> bool:
+    """The backward runs hopper.py's fused warp-specialized kernel (`TileConfig.warp_specialize`),
+    which loads Q, dO, K and V through TMA descriptors: where the plan asks for it, on a GPU
+    with TMA (tests may turn it off: the plain kernels then run on its tile)."""
+    return bool(plan.bwd.warp_specialize and not plan.interpret and _tma_wanted(plan)
+                and plan.d_pad == plan.head_dim)
 
 
 _SIDE = threading.local()
@@ -303,19 +318,38 @@ def _backward_calls(plan: KernelPlan, q, k, v, o, lse, do, dq, dk, dv, delta, dl
     """The backward's launches, in order, as `_launch` takes them: (kernel, programs, geometry,
     tensors, args)."""
     flash, mask = _kernels(plan)
-    B, H, Lq, _ = q.shape
+    B, H, Lq, D = q.shape
     HKV = k.shape[1]
     lay, cfg = plan.bwd_layout, plan.bwd
+    every = (_geometry(q, k, v, o, lse, do, dlse, dq), scale, _dot_precision(plan))  # the backward's first compile
+    preprocess = (flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, every,
+                  dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta), lambda: dict(
+                      **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
+                      HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None))
+    if _fused_backward(plan):  # dq: the zeroed fp32 accumulator of its reductions
+        half = cfg.block_n // 2
+        descriptors = dict(Q_DESC=Tma(q, (1, 1, cfg.block_m, D), gluon=True),
+                           DO_DESC=Tma(do, (1, 1, cfg.block_m, D), gluon=True),
+                           K_DESC=Tma(k, (1, 1, half, D), gluon=True), V_DESC=Tma(v, (1, 1, half, D), gluon=True),
+                           DQ_DESC=Tma(dq, (1, 1, cfg.block_m, D // 2), gluon=True))
+        geometry = (_geometry(q, k, v, lse, do, dq, dk, dv), scale, "warp-specialized")
+        return [preprocess, (
+            cache.hopper_kernels().attn_bwd_ws, lay.num_kv_blocks * B * HKV, geometry,
+            dict(**descriptors, DK=dk, DV=dv, LSE=lse, DELTA=delta), lambda: dict(
+                **_lists(lay, True, plan.dkdv_schedule), **_strides("dk", dk, "bhnd"), **_strides("dv", dv, "bhnd"),
+                H=H, HKV=HKV, GROUP=H // HKV, Q_LEN=Lq, KV_LEN=plan.kv_len, Q_OFFSET=plan.q_offset,
+                qk_scale=scale * LOG2E, sm_scale=scale, PARAMS=plan.params, MASK=mask,
+                RANDOM_SLOTS=plan.random_slots, EVEN_N=plan.kv_len % cfg.block_n == 0, TAGGED=plan.source.tagged,
+                STAGES=cfg.num_stages, num_warps=cfg.num_warps))]
+    if cfg.warp_specialize:  # the plain kernels on its tile (TMA off): 8 warps
+        cfg = replace(cfg, num_warps=8)
     q_desc, do_desc = _descriptors(plan, cfg.block_m, q, do)
     k_desc, v_desc = _descriptors(plan, cfg.block_n, k, v)
     wide_rows = max(q.stride(2), do.stride(2)) * (Lq + cfg.block_m) >= WIDE_ROW_OFFSETS
     geometry = (_geometry(q, k, v, o, lse, do, dlse), *(d is None for d in (q_desc, do_desc, k_desc, v_desc)),
                 scale, _dot_precision(plan), wide_rows)
     return [
-        (flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, geometry,
-         dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta), lambda: dict(
-             **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
-             HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None)),
+        preprocess,
         (flash.attn_bwd_dkdv, lay.num_kv_blocks * B * HKV, geometry,
          dict(Q=q, K=k, V=v, DO=do, DK=dk, DV=dv, LSE=lse, DELTA=delta, Q_DESC=q_desc, DO_DESC=do_desc),
          lambda: dict(
@@ -337,11 +371,13 @@ def _meta(shape, dtype, device=None) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device="meta")
 
 
-def _stand_ins(q, k, v) -> tuple:
+def _stand_ins(plan: KernelPlan, q, k, v) -> tuple:
     """Stand-ins shaped as a backward's O, LSE, dO, dQ, dK, dV and delta usually are
-    (contiguous), to compile the backward's kernels before it runs."""
+    (contiguous; dQ fp32 for the fused backward's accumulator), to compile the backward's
+    kernels before it runs."""
     lse = (*q.shape[:3],)
-    return (_meta(q.shape, q.dtype), _meta(lse, torch.float32), _meta(q.shape, q.dtype), _meta(q.shape, q.dtype),
+    dq = _meta(q.shape, torch.float32 if _fused_backward(plan) else q.dtype)
+    return (_meta(q.shape, q.dtype), _meta(lse, torch.float32), _meta(q.shape, q.dtype), dq,
             _meta(k.shape, k.dtype), _meta(v.shape, v.dtype), _meta(lse, torch.float32))
 
 
