@@ -1,16 +1,19 @@
 """Probe: a fused backward in Gluon (dK, dV and dQ from one pass, 5 matrix products per tile
-pair, FlashAttention-3's plan) against patternc's Triton backward (7 products: a dK/dV kernel
-and a dQ kernel) and SDPA cuDNN, for `causal` and `all`.
+pair, FlashAttention-3's arrangement) against patternc's backward and SDPA cuDNN, for `causal`
+and `all`. The package's kernel grew from it: patternc/kernels/hopper.py `attn_bwd_ws`.
 
     python benchmarks/gluon_bwd_probe.py [--n 16384] [--offline]
 
 One program per (128-key block, batch x head): a producer warp loads the block's K and V once
 and each 64-row query tile's Q and dO into rings (TMA); two consumer warpgroups own 64 keys
-each and per query tile compute S^T = K Q^T and dP^T = V dO^T, P^T and dS^T, accumulate dV +=
-P^T dO and dK += dS^T Q in registers, and dQ's share dS K (dS^T through shared memory as the
-transposed A operand), added to an fp32 dQ accumulator with atomics. Probe limits: Q, K, V, dO
+each and per query tile compute S = Q K_c^T and dP = dO V_c^T, P and dS into shared memory
+(the transposed A operands of dV_c += P^T dO and dK_c += dS^T Q), then both consumers' dS
+[64, 128] feed dQ, each consumer computing half of dQ's columns over all 128 keys, added to an
+fp32 accumulator by TMA bulk reductions (one instruction per tile). Probe limits: Q, K, V, dO
 contiguous [B, H, N, 128] bf16, N a multiple of 128, no GQA; delta (rowsum dO * O) and the dQ
-conversion are torch ops here. ``--offline`` only compiles it for sm_90.
+conversion are torch ops here. ``--offline`` only compiles it for sm_90. (v14's first version,
+each consumer a full dQ over its 64 keys by per-element atomics, S^T in registers: commit
+522c49a, results/2026-11-26-gluon-bwd-probe-h100.txt.)
 """
 
 import argparse

@@ -233,8 +233,8 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     ``fwd_persistent=0``, which only keeps the choice's programs to one item each. The bigger tiles need Hopper (``hopper``: the
     GPU is sm_90 or newer): the warp-specialized forward where ``specializable`` (sm_90, Triton
     3.6) with `long_rows`, or with `uniform_rows` (then persistent), else the dense tiles where
-    `is_dense`. The fused warp-specialized backward (hopper.py, fp16/bf16) where the forward is
-    warp-specialized for `long_rows` (A/B on an H100, forward+backward at 16K against the plain
+    `is_dense`. The fused warp-specialized backward (hopper.py, fp16/bf16, D=128) where
+    ``specializable`` with `long_rows` (A/B on an H100, forward+backward at 16K against the plain
     kernels: causal -16%, `all` -14%, P4 -6%, causal with GQA -7%; P3, `uniform_rows` only, +2%:
     results/2026-11-26-ab-v15-fused-bwd-h100.md), unless options set any backward setting
     (``bwd_``-prefixed or shared)."""
@@ -254,7 +254,7 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     long, uniform = long_rows(layout), uniform_rows(layout) and group == 1  # GQA keeps its packed tile
     specialized = specializable and head_dim == 128 and (long or uniform) and not capped
     backward_tile = [name for name in options if not name.startswith("fwd_")]  # caps included
-    if specialized and long and dtype != torch.float32 and not backward_tile:  # the fused backward
+    if specializable and head_dim == 128 and long and dtype != torch.float32 and not backward_tile:
         _, bwd = choose_tiles(device_type, dtype, head_dim, options, bwd_specialized=True)
     if hopper and (specialized or is_dense(layout)) and not forward_tile:
         dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True, specialized=specialized)

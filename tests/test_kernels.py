@@ -116,12 +116,13 @@ def test_warp_specialized_option_takes_the_plain_loops_in_the_interpreter(monkey
 @pytest.mark.parametrize("pattern,n", [("causal", 4096), ("causal", 4000), ("window(left=1023, right=0)", 4096),
                                        ("all", 4096), ("random(2, block=128)", 4096), ("global(0:128)", 4096),
                                        ("(global(0:4) + window(left=255, right=0)) & causal", 4000)])
-def test_hopper_forward_compiles_for_sm90(tmp_path, pattern, n):
-    """hopper.py's warp-specialized forward, with each component's generated mask and a union's,
-    through the plan and launch descriptions of a real call, compiles for an H100 here (no GPU:
-    benchmarks/compile_stages.py --offline, in a process of its own, as Triton compiles there
-    and not in this one's interpreter mode); n=4000: keys past the last full tile (not EVEN_N).
-    Its results are checked on the GPU (test_gpu.py)."""
+def test_hopper_kernels_compile_for_sm90(tmp_path, pattern, n):
+    """hopper.py's warp-specialized forward and fused backward, with each component's generated
+    mask and a union's, through the plan and launch descriptions of a real call, compile for an
+    H100 here (no GPU: benchmarks/compile_stages.py --offline, in a process of its own, as Triton
+    compiles there and not in this one's interpreter mode); n=4000: keys past the last full tile
+    (not EVEN_N); the union with 2 query heads per K/V head (the backward's GQA loop). Their
+    results are checked on the GPU (test_gpu.py)."""
     import subprocess
     import sys
 
@@ -129,9 +130,11 @@ def test_hopper_forward_compiles_for_sm90(tmp_path, pattern, n):
     env["TMPDIR"] = str(tmp_path)  # the script's fresh cache directories
     script = os.path.join(os.path.dirname(EXAMPLES_DIR), "benchmarks", "compile_stages.py")
     run = subprocess.run([sys.executable, script, "--offline", "--pattern", pattern, "--n", str(n),
-                          "--options", "fwd_warp_specialize=1"], capture_output=True, text=True, env=env, timeout=600)
+                          "--kv-heads", "8" if "&" in pattern else "16",
+                          "--options", "fwd_warp_specialize=1,bwd_warp_specialize=1"], capture_output=True, text=True,
+                         env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "attn_fwd_ws" in run.stdout and "warp-specialized" in run.stdout, run.stdout
+    assert "attn_fwd_ws" in run.stdout and "attn_bwd_ws" in run.stdout and "warp-specialized" in run.stdout, run.stdout
 
 
 @pytest.mark.parametrize("hq, hkv, block", [(4, 2, (32, 32)), (8, 2, (64, 32))])

@@ -15,8 +15,8 @@ import patternc
 from helpers import PATTERNS, block_classes, dense_attention, rel_err, run_case
 from patternc.kernels import emit
 from patternc.errors import PatterncError
-from patternc.plan import (WARP_SPECIALIZED, KernelPlan, Schedule, check_options, choose_tiles, plan_for,
-                           tiles_and_layout)
+from patternc.plan import (BWD_WARP_SPECIALIZED, WARP_SPECIALIZED, KernelPlan, Schedule, check_options, choose_tiles, plan_for,
+                           long_rows, tiles_and_layout)
 
 PACKAGE = Path(patternc.__file__).parent
 REPO = PACKAGE.parent
@@ -246,10 +246,14 @@ def test_bigger_forward_tiles_where_rows_are_long(text, n, options, tile):
             fwd, _, _ = tiles_and_layout(lambda m, b: pattern.layout(n, n, m, b), "cuda", torch.bfloat16, head_dim,
                                          hopper=hopper, specializable=hopper)
             assert (fwd.block_m, fwd.block_n, fwd.warp_specialize) == (64, 64, 0)
-    assert (bwd.block_m, bwd.block_n) == (options.get("bwd_block_m", 64), 64)
+    # the fused backward where rows are long (not P3's uniform ones), unless options set the backward
+    fused = long_rows(pattern.layout(n, n, 64, 64)) and all(k.startswith("fwd_") for k in options)
+    assert (bwd.block_m, bwd.block_n, bwd.warp_specialize) == ((64, 128, 1) if fused else
+                                                               (options.get("bwd_block_m", 64), 64, 0))
 
 
 ONLY_128 = "fwd_warp_specialize runs only at head dim 128"
+BWD_ONLY_128 = "bwd_warp_specialize runs only at head dim 128"
 
 
 @pytest.mark.parametrize("options,dtype,head_dim,error", [
@@ -258,14 +262,19 @@ ONLY_128 = "fwd_warp_specialize runs only at head dim 128"
     ({"fwd_warp_specialize": 1}, torch.float32, 128, ONLY_128),
     ({"fwd_warp_specialize": 1}, torch.float16, 64, ONLY_128),
     ({"fwd_persistent": 1}, torch.bfloat16, 128, "fwd_persistent needs fwd_warp_specialize"),
+    ({"bwd_warp_specialize": 1, "bwd_block_n": 64}, torch.bfloat16, 128, BWD_ONLY_128),
+    ({"bwd_warp_specialize": 1, "max_registers": 200}, torch.bfloat16, 128, BWD_ONLY_128),
+    ({"bwd_warp_specialize": 1}, torch.float32, 128, BWD_ONLY_128),
+    ({"bwd_warp_specialize": 1}, torch.float16, 64, BWD_ONLY_128),
 ])
-def test_warp_specialized_forward_only_where_its_kernel_runs(options, dtype, head_dim, error):
+def test_warp_specialized_kernels_only_where_they_run(options, dtype, head_dim, error):
     with pytest.raises(PatterncError, match=error):
         choose_tiles("cuda", dtype, head_dim, options)
     assert choose_tiles("cuda", torch.bfloat16, 128, {"fwd_warp_specialize": 1})[0] == WARP_SPECIALIZED
-    cpu = choose_tiles("cpu", dtype, head_dim, options)[0]  # the interpreter runs any tile
-    assert (cpu.warp_specialize, cpu.persistent) == (options.get("fwd_warp_specialize", 0),
-                                                     options.get("fwd_persistent", 0))
+    assert choose_tiles("cuda", torch.bfloat16, 128, {"bwd_warp_specialize": 1})[1] == BWD_WARP_SPECIALIZED
+    cpu_fwd, cpu_bwd = choose_tiles("cpu", dtype, head_dim, options)  # the interpreter runs any tile
+    assert (cpu_fwd.warp_specialize, cpu_fwd.persistent, cpu_bwd.warp_specialize) == (
+        options.get("fwd_warp_specialize", 0), options.get("fwd_persistent", 0), options.get("bwd_warp_specialize", 0))
     causal = patternc.parse("causal")
     with pytest.raises(PatterncError, match="needs a Hopper GPU"):
         tiles_and_layout(lambda m, b: causal.layout(4096, 4096, m, b), "cuda", torch.bfloat16, 128,
@@ -273,6 +282,9 @@ def test_warp_specialized_forward_only_where_its_kernel_runs(options, dtype, hea
     with pytest.raises(PatterncError, match="needs an sm_90 GPU and Triton 3.6"):  # sm_100, or another Triton
         tiles_and_layout(lambda m, b: causal.layout(4096, 4096, m, b), "cuda", torch.bfloat16, 128,
                          {"fwd_warp_specialize": 1}, specializable=False)
+    with pytest.raises(PatterncError, match="bwd_warp_specialize needs an sm_90 GPU and Triton 3.6"):
+        tiles_and_layout(lambda m, b: causal.layout(4096, 4096, m, b), "cuda", torch.bfloat16, 128,
+                         {"bwd_warp_specialize": 1}, specializable=False)
     fwd, _, _ = tiles_and_layout(lambda m, b: causal.layout(16384, 16384, m, b), "cuda", torch.bfloat16, 128, {},
                                  specializable=False)
     assert (fwd.block_m, fwd.num_warps, fwd.warp_specialize) == (128, 8, 0)  # the dense tile of the plain loops

@@ -155,7 +155,8 @@ def hopper_supported() -> bool:
 
 
 def hopper_kernels():
-    """The warp-specialized Hopper forward (`hopper.py`, in Gluon: compiled only, never interpreted)."""
+    """The warp-specialized Hopper forward and fused backward (`hopper.py`, in Gluon: compiled only,
+    never interpreted)."""
     module = _MODULES.get(("hopper", False))
     if module is None:  # the first call: check Triton's mode once
         prepare(False)

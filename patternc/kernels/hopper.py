@@ -1,4 +1,4 @@
-# patternc's warp-specialized forward for Hopper (sm_90), written in Gluon (Triton's tile-level
+# patternc's warp-specialized forward and fused backward for Hopper (sm_90), written in Gluon (Triton's tile-level
 # language with explicit layouts, shared memory, barriers and warp partitions).
 #
 # Pattern-independent like flash.py (whose conventions it shares: Q [B, H, Lq, D], K and V
