@@ -108,6 +108,17 @@ def test_warp_specialized_kernels_batched_strided(fused_calls):
     assert fused_calls == ["attn_fwd_ws", "attn_bwd_ws"]
 
 
+@pytest.mark.parametrize("pairs", [1, 3])
+def test_fused_backward_in_chunks_of_heads(monkeypatch, fused_calls, pairs):
+    """The fused backward's launches over chunks of (batch, kv head) pairs, each into the reused
+    fp32 accumulator: 2 batches x 2 kv heads (GQA) in chunks of 1, and of 3 then 1."""
+    from patternc.ops import launch
+
+    monkeypatch.setattr(launch, "FUSED_PAIRS", pairs)
+    run_case("causal", lq=1500, lk=1500, b=2, hq=4, hkv=2, d=128, dtype=torch.bfloat16, block=None, options=FUSED)
+    assert fused_calls == ["attn_fwd_ws", "attn_bwd_ws"]
+
+
 def test_fused_backward_copies_what_the_tma_cannot_address(fused_calls):
     """The gradient of a sum (a stride-0 dO) and a q 2 bytes past 16-byte alignment: copied for the
     fused backward's descriptors (the forward takes its plain loops for that q)."""

@@ -332,7 +332,7 @@ def _bwd_producer(Q_DESC, DO_DESC, K_DESC, V_DESC, q_smem, do_smem, k_smem, v_sm
 
 @gluon.jit
 def _bwd_step(j, c: gl.constexpr, start_m, tags, q_smem, do_smem, k_smem, v_smem, p_smem, ds_smem, dq_smem, q_ready,
-              q_empty, do_ready, do_empty, ds_ready, DQ_DESC, lse_at, delta_at, off_b, off_h, start_n, Q_LEN, KV_LEN,
+              q_empty, do_ready, do_empty, ds_ready, DQ_DESC, lse_at, delta_at, dq_bh, g, start_n, Q_LEN, KV_LEN,
               Q_OFFSET, PARAMS, qk_scale, sm_scale, dk, dv, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr,
               EVEN_N: gl.constexpr, PARTIAL: gl.constexpr, STAGES: gl.constexpr):
     """Consumer c's share of query tile j (rows start_m..+64; PARTIAL: the pattern's mask applies):
@@ -400,14 +400,14 @@ def _bwd_step(j, c: gl.constexpr, start_m, tags, q_smem, do_smem, k_smem, v_smem
     tma.store_wait(0)  # the previous tile's reduction has read the staging buffer
     dq_smem.index(c).reshape([BLOCK_M, DQ_COLS]).store(dq * sm_scale)
     fence_async_shared()
-    _reduce_add(DQ_DESC, [off_b, off_h, start_m, c * DQ_COLS], dq_smem.index(c))  # rows past Q_LEN drop
+    _reduce_add(DQ_DESC, [dq_bh, g, start_m, c * DQ_COLS], dq_smem.index(c))  # rows past Q_LEN drop
     return dk, dv
 
 
 @gluon.jit
 def _bwd_consumer(c: gl.constexpr, q_smem, do_smem, k_smem, v_smem, p_smem, ds_smem, dq_smem, kv_bar, q_ready, q_empty,
                   do_ready, do_empty, ds_ready, DQ_DESC, DK, DV, LSE, DELTA, PARAMS, FULL_OFFSETS, FULL_INDICES,
-                  PART_OFFSETS, PART_INDICES, PART_TAGS, kb, off_b, off_hk, stride_dkb, stride_dkh, stride_dkn,
+                  PART_OFFSETS, PART_INDICES, PART_TAGS, kb, dq_bh, off_b, off_hk, stride_dkb, stride_dkh, stride_dkn,
                   stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET,
                   qk_scale, sm_scale, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr,
                   TAGGED: gl.constexpr, STAGES: gl.constexpr):
@@ -428,14 +428,14 @@ def _bwd_consumer(c: gl.constexpr, q_smem, do_smem, k_smem, v_smem, p_smem, ds_s
         for t in range(n_full):
             dk, dv = _bwd_step(j, c, gl.load(FULL_INDICES + full_lo + t) * BLOCK_M, 0, q_smem, do_smem, k_smem,
                                v_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready, do_empty, ds_ready,
-                               DQ_DESC, LSE + rows, DELTA + rows, off_b, off_h, start_n, Q_LEN, KV_LEN, Q_OFFSET,
+                               DQ_DESC, LSE + rows, DELTA + rows, dq_bh, g, start_n, Q_LEN, KV_LEN, Q_OFFSET,
                                PARAMS, qk_scale, sm_scale, dk, dv, MASK, RANDOM_SLOTS, EVEN_N, False, STAGES)
             j += 1
         for t in range(part_lo, part_lo + n_part):
             tags = gl.load(PART_TAGS + t) if TAGGED else 0
             dk, dv = _bwd_step(j, c, gl.load(PART_INDICES + t) * BLOCK_M, tags, q_smem, do_smem, k_smem,
                                v_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready, do_empty, ds_ready,
-                               DQ_DESC, LSE + rows, DELTA + rows, off_b, off_h, start_n, Q_LEN, KV_LEN, Q_OFFSET,
+                               DQ_DESC, LSE + rows, DELTA + rows, dq_bh, g, start_n, Q_LEN, KV_LEN, Q_OFFSET,
                                PARAMS, qk_scale, sm_scale, dk, dv, MASK, RANDOM_SLOTS, EVEN_N, True, STAGES)
             j += 1
     tma.store_wait(0)
@@ -462,22 +462,25 @@ def _bwd_consumer1(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N:
     _bwd_consumer(1, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
 
 
-@gluon.jit(do_not_specialize=["Q_OFFSET", "HEAVY"])
+@gluon.jit(do_not_specialize=["Q_OFFSET", "HEAVY", "BH_OFFSET"])
 def attn_bwd_ws(Q_DESC, DO_DESC, K_DESC, V_DESC, DQ_DESC, DK, DV, LSE, DELTA, PARAMS, FULL_OFFSETS, FULL_INDICES,
-                PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
-                stride_dvb, stride_dvh, stride_dvn, stride_dvd, H, HKV, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale,
-                sm_scale, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr,
+                PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY, BH_OFFSET, stride_dkb, stride_dkh, stride_dkn,
+                stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd, H, HKV, GROUP, Q_LEN, KV_LEN, Q_OFFSET,
+                qk_scale, sm_scale, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr,
                 TAGGED: gl.constexpr, STAGES: gl.constexpr):
     """dK, dV and dQ of one 128-key block of one (batch, kv head) per program, its query tiles
-    from the backward layout's transposed lists (64x128 tiles). Q_DESC, DO_DESC: TMA
-    descriptors of Q and dO [B, H, Lq, D], tiles [1, 1, 64, D]; K_DESC, V_DESC of K and V
-    [B, HKV, Lk, D], tiles [1, 1, 64, D] (a consumer's half); DQ_DESC of the zeroed fp32 dQ
-    accumulator [B, H, Lq, D], tiles [1, 1, 64, D / 2]; LSE and DELTA [B, H, Lq] contiguous;
-    STAGES: buffers in each of the Q and dO rings. Other arguments as flash.py's attn_bwd_dkdv."""
+    from the backward layout's transposed lists (64x128 tiles); the programs take the (batch x
+    kv head) pairs BH_OFFSET, BH_OFFSET + 1, ... (a chunk of them: see launch.py). Q_DESC,
+    DO_DESC: TMA descriptors of Q and dO [B, H, Lq, D], tiles [1, 1, 64, D]; K_DESC, V_DESC of K
+    and V [B, HKV, Lk, D], tiles [1, 1, 64, D] (a consumer's half); DQ_DESC of the chunk's
+    zeroed fp32 dQ accumulator [pairs, GROUP, Lq, D], tiles [1, 1, 64, D / 2]; LSE and DELTA
+    [B, H, Lq] contiguous; STAGES: buffers in each of the Q and dO rings. Other arguments as
+    flash.py's attn_bwd_dkdv."""
     dtype: gl.constexpr = Q_DESC.dtype
     BLOCK_M: gl.constexpr = Q_DESC.block_type.shape[2]
     HALF: gl.constexpr = K_DESC.block_type.shape[2]
-    kb, off_bh = _scheduled(gl.program_id(0), gl.num_programs(0), KV_LEN, 2 * HALF, ORDER, HEAVY)
+    kb, dq_bh = _scheduled(gl.program_id(0), gl.num_programs(0), KV_LEN, 2 * HALF, ORDER, HEAVY)
+    off_bh = BH_OFFSET + dq_bh
     off_b = off_bh // HKV
     off_hk = off_bh % HKV
     q_smem = gl.allocate_shared_memory(dtype, [STAGES] + Q_DESC.block_type.shape, Q_DESC.layout)
@@ -504,7 +507,7 @@ def attn_bwd_ws(Q_DESC, DO_DESC, K_DESC, V_DESC, DQ_DESC, DK, DV, LSE, DELTA, PA
         mbarrier.init(ds_ready.index(i), count=2)
     consumer = (q_smem, do_smem, k_smem, v_smem, p_smem, ds_smem, dq_smem, kv_bar, q_ready, q_empty, do_ready,
                 do_empty, ds_ready, DQ_DESC, DK, DV, LSE, DELTA, PARAMS, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS,
-                PART_INDICES, PART_TAGS, kb, off_b, off_hk, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+                PART_INDICES, PART_TAGS, kb, dq_bh, off_b, off_hk, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
                 stride_dvb, stride_dvh, stride_dvn, stride_dvd, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale,
                 sm_scale)
     gl.warp_specialize([

@@ -28,6 +28,8 @@ MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
 MAX_SPLITS = 64  # programs per forward row at most; the split merge loads all of a row's parts at once
 PERSISTENT = None  # programs of the warp-specialized forward: None = one per multiprocessor; tests set it
 OVERLAP_DQ = True  # the backward's dQ kernel runs beside its dK/dV kernel, on a second stream
+FUSED_PROGRAMS_PER_SM = 4  # programs per launch of the fused backward (`_pairs_per_launch`), per multiprocessor
+FUSED_PAIRS = None  # (batch, kv head) pairs per fused backward launch: None = chosen per call; tests set it
 _INTERPRETER = threading.Lock()
 # Plans whose kernels CUDA graphs captured: a graph replays with the addresses of the plan's
 # tables, so the plan may not die when the plan cache evicts it.
@@ -261,11 +263,12 @@ def precompile(plan: KernelPlan, q, k, v, scale: float, device: torch.device, ba
 
 def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     """dQ, dK, dV (dK and dV summed over each GQA group). ``dlse`` may be None."""
-    B, H, Lq, _ = q.shape
+    B, H, Lq, D = q.shape
     fused = _fused_backward(plan)
     if fused:  # its TMA descriptors need addressable tensors: copy any other (a stride-0 dO, say)
         q, k, v, do = (t if _tma_ok(t) else t.clone(memory_format=torch.contiguous_format) for t in (q, k, v, do))
-        dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)  # the reductions' accumulator
+        pairs = _pairs_per_launch(plan, B * k.shape[1])
+        dq = torch.zeros((pairs, H // k.shape[1], Lq, D), dtype=torch.float32, device=q.device)  # the accumulator
     else:
         dq = empty(q.shape, q.dtype, q.device)
     dk, dv = empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
@@ -275,22 +278,53 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
         if _first(plan, ("compile", calls[0][2])):  # the kernels compile side by side
             _compile(calls, wait=True)
         launches = [(kernel, programs, plan, *rest) for kernel, programs, *rest in calls]
-        if fused or plan.interpret or not OVERLAP_DQ:
+        if fused:
+            return _fused(launches, dq, q, k), dk, dv
+        if plan.interpret or not OVERLAP_DQ:
             for launch in launches:
                 _launch(*launch)
-        else:  # dQ needs only delta: it runs beside dK/dV, on a second stream, and fills dK/dV's tail
-            preprocess, dkdv, dq_ = launches
-            _launch(*preprocess)
-            main = torch.cuda.current_stream()
-            side = side_stream(main)
-            side.wait_stream(main)
-            try:
-                _launch(*dkdv)
-                with torch.cuda.stream(side):
-                    _launch(*dq_)
-            finally:
-                main.wait_stream(side)  # the caller's stream: everything after sees dQ, and frees after it
-    return dq.to(q.dtype) if fused else dq, dk, dv
+            return dq, dk, dv
+        preprocess, dkdv, dq_ = launches  # dQ needs only delta: it runs beside dK/dV, on a second stream
+        _launch(*preprocess)
+        main = torch.cuda.current_stream()
+        side = side_stream(main)
+        side.wait_stream(main)
+        try:
+            _launch(*dkdv)
+            with torch.cuda.stream(side):
+                _launch(*dq_)
+        finally:
+            main.wait_stream(side)  # the caller's stream: everything after sees dQ, and frees after it
+    return dq, dk, dv
+
+
+def _pairs_per_launch(plan: KernelPlan, pairs: int) -> int:
+    """(batch, kv head) pairs per launch of the fused backward, whose fp32 dQ accumulator covers
+    one launch's pairs (reused by the next): enough for FUSED_PROGRAMS_PER_SM programs per
+    multiprocessor, so the accumulator stays a small part of dQ's size at long lengths
+    (FlashAttention-3 and cuDNN hold one for all of dQ: twice its size in bf16)."""
+    if FUSED_PAIRS is not None:
+        return min(FUSED_PAIRS, pairs)
+    per_pair = max(1, plan.bwd_layout.num_kv_blocks)
+    return min(pairs, -(-FUSED_PROGRAMS_PER_SM * _multiprocessors(plan.device) // per_pair))
+
+
+def _fused(launches: list, acc, q, k):
+    """Run the fused backward's launches (preprocess, then the kernel once per chunk of (batch, kv
+    head) pairs, each into the zeroed accumulator ``acc``); dQ in q's dtype."""
+    preprocess, (kernel, programs, plan, geometry, tensors, args) = launches
+    _launch(*preprocess)
+    B, H, Lq, D = q.shape
+    pairs, total = acc.shape[0], B * k.shape[1]
+    dq = empty(q.shape, q.dtype, q.device)
+    chunks = dq.view(total, H // k.shape[1], Lq, D)
+    for first in range(0, total, pairs):
+        n = min(pairs, total - first)
+        if first:
+            acc.zero_()
+        _launch(kernel, programs // pairs * n, plan, geometry, dict(tensors, BH_OFFSET=first), args)
+        chunks[first:first + n].copy_(acc[:n])
+    return dq
 
 
 def _fused_backward(plan: KernelPlan) -> bool:
@@ -326,16 +360,16 @@ def _backward_calls(plan: KernelPlan, q, k, v, o, lse, do, dq, dk, dv, delta, dl
                   dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta), lambda: dict(
                       **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
                       HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None))
-    if _fused_backward(plan):  # dq: the zeroed fp32 accumulator of its reductions
+    if _fused_backward(plan):  # dq: the zeroed fp32 accumulator of its reductions, [pairs, GROUP, Lq, D]
         half = cfg.block_n // 2
         descriptors = dict(Q_DESC=Tma(q, (1, 1, cfg.block_m, D), gluon=True),
                            DO_DESC=Tma(do, (1, 1, cfg.block_m, D), gluon=True),
                            K_DESC=Tma(k, (1, 1, half, D), gluon=True), V_DESC=Tma(v, (1, 1, half, D), gluon=True),
                            DQ_DESC=Tma(dq, (1, 1, cfg.block_m, D // 2), gluon=True))
         geometry = (_geometry(q, k, v, lse, do, dq, dk, dv), scale, "warp-specialized")
-        return [preprocess, (
-            cache.hopper_kernels().attn_bwd_ws, lay.num_kv_blocks * B * HKV, geometry,
-            dict(**descriptors, DK=dk, DV=dv, LSE=lse, DELTA=delta), lambda: dict(
+        return [preprocess, (  # programs of one launch: `_fused` sets BH_OFFSET, its first (batch, kv head)
+            cache.hopper_kernels().attn_bwd_ws, lay.num_kv_blocks * dq.shape[0], geometry,
+            dict(**descriptors, DK=dk, DV=dv, LSE=lse, DELTA=delta, BH_OFFSET=0), lambda: dict(
                 **_lists(lay, True, plan.dkdv_schedule), **_strides("dk", dk, "bhnd"), **_strides("dv", dv, "bhnd"),
                 H=H, HKV=HKV, GROUP=H // HKV, Q_LEN=Lq, KV_LEN=plan.kv_len, Q_OFFSET=plan.q_offset,
                 qk_scale=scale * LOG2E, sm_scale=scale, PARAMS=plan.params, MASK=mask,
@@ -373,10 +407,12 @@ def _meta(shape, dtype, device=None) -> torch.Tensor:
 
 def _stand_ins(plan: KernelPlan, q, k, v) -> tuple:
     """Stand-ins shaped as a backward's O, LSE, dO, dQ, dK, dV and delta usually are
-    (contiguous; dQ fp32 for the fused backward's accumulator), to compile the backward's
+    (contiguous; for the fused backward dQ is its fp32 accumulator), to compile the backward's
     kernels before it runs."""
-    lse = (*q.shape[:3],)
-    dq = _meta(q.shape, torch.float32 if _fused_backward(plan) else q.dtype)
+    B, H, Lq, D = q.shape
+    lse = (B, H, Lq)
+    dq = (_meta((_pairs_per_launch(plan, B * k.shape[1]), H // k.shape[1], Lq, D), torch.float32)
+          if _fused_backward(plan) else _meta(q.shape, q.dtype))
     return (_meta(q.shape, q.dtype), _meta(lse, torch.float32), _meta(q.shape, q.dtype), dq,
             _meta(k.shape, k.dtype), _meta(v.shape, v.dtype), _meta(lse, torch.float32))
 
