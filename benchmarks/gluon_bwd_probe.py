@@ -64,7 +64,8 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
 
 
 @gluon.jit
-def _step(j, c: gl.constexpr, k, v, q_smem, do_smem, k_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready, do_empty,
+def _step(j, c: gl.constexpr, k, v, q_smem, do_smem, k_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready,
+          do_empty,
           ds_ready, dq_desc, LSE, DELTA, bh, N, n_start, m_lo, qk_scale, sm_scale, dk, dv, MASK: gl.constexpr,
           STAGES: gl.constexpr):
     """One query tile of a consumer's 64 keys: dV, dK accumulate; dQ's share goes out by a TMA reduction."""
@@ -139,7 +140,8 @@ def _consumer(c: gl.constexpr, q_smem, do_smem, k_smem, v_smem, p_smem, ds_smem,
     dk = gl.zeros([KEYS, D], gl.float32, acc_layout)
     dv = gl.zeros([KEYS, D], gl.float32, acc_layout)
     mbarrier.wait(kv_bar, 0)
-    args = (k, v, q_smem, do_smem, k_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready, do_empty, ds_ready, dq_desc,
+    args = (k, v, q_smem, do_smem, k_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready, do_empty, ds_ready,
+            dq_desc,
             LSE, DELTA, bh, N, n_start, m_lo, qk_scale, sm_scale)
     n_diag = 2 if CAUSAL else 0  # causal: the block's first two query tiles cross the diagonal
     for j in range(n_diag):
@@ -225,7 +227,8 @@ def backward(q, k, v, o, lse, do, causal: bool, stages: int = 2):
     dq = torch.zeros(B, H, N, D, device=q.device, dtype=torch.float32)
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     attn_bwd_gluon[(N // 128 * B * H, )](_desc(q, 64), _desc(do, 64), _desc(k, 64), _desc(v, 64),
-                                         _desc(dq, 64, D // 2), dk, dv, lse, delta, N, scale * 1.4426950408889634, scale, causal, stages,
+                                         _desc(dq, 64, D // 2), dk, dv, lse, delta, N, scale * 1.4426950408889634,
+                                         scale, causal, stages,
                                          num_warps=4)
     return dq.to(q.dtype), dk, dv
 

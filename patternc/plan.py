@@ -224,8 +224,8 @@ def uniform_rows(layout: BlockLayout) -> bool:
 
 
 def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: int, options: Options | None = None,
-                     group: int = 1, hopper: bool = True,
-                     specializable: bool = False) -> tuple[TileConfig, TileConfig, BlockLayout]:
+                     group: int = 1, hopper: bool = True, specializable: bool = False,
+                     deterministic: bool = False) -> tuple[TileConfig, TileConfig, BlockLayout]:
     """`choose_tiles` with the layout's say: (forward, backward, forward layout), where
     ``layout_at(block_m, block_n)`` builds the layout at a tile (its rows: ``block_m // pack``
     queries, see `packing`). Options that set any forward tile setting (size, warps, stages,
@@ -237,7 +237,8 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     ``specializable`` with `long_rows` (A/B on an H100, forward+backward at 16K against the plain
     kernels: causal -16%, `all` -14%, P4 -6%, causal with GQA -7%; P3, `uniform_rows` only, +2%:
     results/2026-11-26-ab-v15-fused-bwd-h100.md), unless options set any backward setting
-    (``bwd_``-prefixed or shared)."""
+    (``bwd_``-prefixed or shared) or ``deterministic`` (its dQ sums are in no fixed order; the
+    option ``bwd_warp_specialize=1`` still asks for it)."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
     for name, cfg in (("fwd", fwd), ("bwd", bwd)):
@@ -254,7 +255,7 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     long, uniform = long_rows(layout), uniform_rows(layout) and group == 1  # GQA keeps its packed tile
     specialized = specializable and head_dim == 128 and (long or uniform) and not capped
     backward_tile = [name for name in options if not name.startswith("fwd_")]  # caps included
-    if specializable and head_dim == 128 and long and dtype != torch.float32 and not backward_tile:
+    if specializable and head_dim == 128 and long and dtype != torch.float32 and not backward_tile and not deterministic:
         _, bwd = choose_tiles(device_type, dtype, head_dim, options, bwd_specialized=True)
     if hopper and (specialized or is_dense(layout)) and not forward_tile:
         dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True, specialized=specialized)
@@ -348,14 +349,15 @@ def packing(cfg: TileConfig, group: int) -> int:
 def plan_for(pattern: Pattern, q_len: int, kv_len: int, q_offset: int | None, device: torch.device,
              dtype: torch.dtype, head_dim: int, options: Options | None = None, group: int = 1) -> KernelPlan:
     """The plan for these shapes (from the one bounded cache, else built); ``group``: query
-    heads per kv head."""
+    heads per kv head. Under `torch.use_deterministic_algorithms` the backward is the plain
+    kernels' (the fused one adds dQ up in whatever order its programs finish)."""
     q_offset = pattern.resolve(q_len, kv_len, q_offset).q_offset  # the one place that defaults it
     return _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, tuple(sorted((options or {}).items())),
-                 group)
+                 group, torch.are_deterministic_algorithms_enabled())
 
 
 @functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
-def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, group) -> KernelPlan:
+def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, group, deterministic) -> KernelPlan:
     if abs(q_offset) + q_len + kv_len >= INT32_LIMIT:
         raise PatterncError(f"q_len={q_len}, kv_len={kv_len} and q_offset={q_offset} exceed the kernels' int32 "
                             f"positions (|q_offset| + q_len + kv_len must stay below 2**31)")
@@ -374,7 +376,7 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
     hopper, source = major >= 9, generate(ctx.root)
     # the warp-specialized forward only where it was measured and golden-tested: sm_90, Triton 3.6
     fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, hopper,
-                                     specializable=major == 9 and hopper_supported())
+                                     specializable=major == 9 and hopper_supported(), deterministic=deterministic)
     back = layout_at(bwd.block_m, bwd.block_n)
     rows = lay.full.counts + lay.partial.counts
     tables = (lay, back, params(ctx), Schedule.of(rows), Schedule.of(back.full.counts + back.partial.counts),

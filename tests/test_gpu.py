@@ -145,6 +145,12 @@ def test_plan_fuses_the_backward_where_the_forward_is_warp_specialized():
     for options in (dict(bwd_warp_specialize=0), dict(num_warps=4)):
         plan = plan_for(causal, 16384, 16384, None, torch.device("cuda"), torch.bfloat16, 128, options, 1)
         assert not plan.bwd.warp_specialize
+    torch.use_deterministic_algorithms(True)
+    try:  # the plain backward, whose sums run in a fixed order
+        plan = plan_for(causal, 16384, 16384, None, torch.device("cuda"), torch.bfloat16, 128, {}, 1)
+        assert plan.fwd.warp_specialize and not plan.bwd.warp_specialize
+    finally:
+        torch.use_deterministic_algorithms(False)
     window = patternc.parse("window(left=1023, right=0)")  # uniform rows, not long ones: the plain backward
     plan = plan_for(window, 16384, 16384, None, torch.device("cuda"), torch.bfloat16, 128, {}, 1)
     assert plan.fwd.warp_specialize and not plan.bwd.warp_specialize

@@ -28,7 +28,6 @@ MIN_SPLIT_TILES = 8  # a split of a row gets at least this many key tiles
 MAX_SPLITS = 64  # programs per forward row at most; the split merge loads all of a row's parts at once
 PERSISTENT = None  # programs of the warp-specialized forward: None = one per multiprocessor; tests set it
 OVERLAP_DQ = True  # the backward's dQ kernel runs beside its dK/dV kernel, on a second stream
-FUSED_PROGRAMS_PER_SM = 4  # programs per launch of the fused backward (`_pairs_per_launch`), per multiprocessor
 FUSED_PAIRS = None  # (batch, kv head) pairs per fused backward launch: None = chosen per call; tests set it
 _INTERPRETER = threading.Lock()
 # Plans whose kernels CUDA graphs captured: a graph replays with the addresses of the plan's
@@ -267,7 +266,7 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     fused = _fused_backward(plan)
     if fused:  # its TMA descriptors need addressable tensors: copy any other (a stride-0 dO, say)
         q, k, v, do = (t if _tma_ok(t) else t.clone(memory_format=torch.contiguous_format) for t in (q, k, v, do))
-        pairs = _pairs_per_launch(plan, B * k.shape[1])
+        pairs = _pairs_per_launch(plan, B * k.shape[1], H // k.shape[1] * Lq)
         dq = torch.zeros((pairs, H // k.shape[1], Lq, D), dtype=torch.float32, device=q.device)  # the accumulator
     else:
         dq = empty(q.shape, q.dtype, q.device)
@@ -298,15 +297,22 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     return dq, dk, dv
 
 
-def _pairs_per_launch(plan: KernelPlan, pairs: int) -> int:
-    """(batch, kv head) pairs per launch of the fused backward, whose fp32 dQ accumulator covers
-    one launch's pairs (reused by the next): enough for FUSED_PROGRAMS_PER_SM programs per
-    multiprocessor, so the accumulator stays a small part of dQ's size at long lengths
-    (FlashAttention-3 and cuDNN hold one for all of dQ: twice its size in bf16)."""
+def _pairs_per_launch(plan: KernelPlan, pairs: int, rows: int) -> int:
+    """(batch, kv head) pairs per launch of the fused backward, whose fp32 dQ accumulator (``rows``
+    x D per pair) covers one launch's pairs and is reused by the next: all of them, as
+    FlashAttention-3 and cuDNN do (the accumulator is twice dQ's size in bf16), unless that
+    would take more than half the memory the GPU and torch's cache have free; then as many as
+    fit. (Launching in chunks costs the fused kernel its overlap of heavy and light programs:
+    chunks of ~4 programs per multiprocessor measured causal 16K +9%, P4 +43%, causal GQA
+    +17%: results/2026-11-26-ab-v15-fused-bwd-chunks-h100.md.)"""
     if FUSED_PAIRS is not None:
         return min(FUSED_PAIRS, pairs)
-    per_pair = max(1, plan.bwd_layout.num_kv_blocks)
-    return min(pairs, -(-FUSED_PROGRAMS_PER_SM * _multiprocessors(plan.device) // per_pair))
+    if torch.cuda.is_current_stream_capturing():  # no memory query inside a graph's capture
+        return pairs
+    free, _ = torch.cuda.mem_get_info(plan.device)
+    spare = free + torch.cuda.memory_reserved(plan.device) - torch.cuda.memory_allocated(plan.device)
+    per_pair = rows * plan.head_dim * 4
+    return max(1, min(pairs, spare // 2 // per_pair))
 
 
 def _fused(launches: list, acc, q, k):
@@ -411,7 +417,7 @@ def _stand_ins(plan: KernelPlan, q, k, v) -> tuple:
     kernels before it runs."""
     B, H, Lq, D = q.shape
     lse = (B, H, Lq)
-    dq = (_meta((_pairs_per_launch(plan, B * k.shape[1]), H // k.shape[1], Lq, D), torch.float32)
+    dq = (_meta((B * k.shape[1], H // k.shape[1], Lq, D), torch.float32)
           if _fused_backward(plan) else _meta(q.shape, q.dtype))
     return (_meta(q.shape, q.dtype), _meta(lse, torch.float32), _meta(q.shape, q.dtype), dq,
             _meta(k.shape, k.dtype), _meta(v.shape, v.dtype), _meta(lse, torch.float32))
