@@ -44,11 +44,10 @@ LENGTHS = ["Q_OFFSET", "HEAVY", "WORK"]
 
 # ---------------------------------------------------------------------------- helpers
 @triton.jit
-def _program(LEN, BLOCK: tl.constexpr):
-    """(block, batch x head) of this program in a 1-D grid, blocks varying fastest."""
+def _program(w, LEN, BLOCK: tl.constexpr):
+    """(block, rest) of work item w of a 1-D grid over blocks x rests, blocks varying fastest."""
     num_blocks = tl.cdiv(LEN, BLOCK)
-    pid = tl.program_id(0)
-    return pid % num_blocks, pid // num_blocks
+    return w % num_blocks, w // num_blocks
 
 
 @triton.jit
@@ -60,7 +59,7 @@ def _scheduled(w, WORK, LEN, BLOCK: tl.constexpr, ORDER, HEAVY):
     num_blocks = tl.cdiv(LEN, BLOCK)
     rests = WORK // num_blocks
     if HEAVY == 0:  # ORDER is the identity: no load before the program's first tile
-        block, rest = w % num_blocks, w // num_blocks
+        block, rest = _program(w, LEN, BLOCK)
     else:
         if w < HEAVY * rests:
             rank = w // rests
@@ -71,6 +70,17 @@ def _scheduled(w, WORK, LEN, BLOCK: tl.constexpr, ORDER, HEAVY):
             rest = (w - HEAVY * rests) // light
         block = tl.load(ORDER + rank)
     return block, rest
+
+
+@triton.jit
+def _share(block, split, SPLITS, FULL_OFFSETS, PART_OFFSETS):
+    """Block ``block``'s lists (its full tiles from full_lo, n_full of them; its partial ones from
+    part_lo) and the share [lo, hi) of split ``split`` of SPLITS in the two laid end to end."""
+    full_lo = tl.load(FULL_OFFSETS + block)
+    n_full = tl.load(FULL_OFFSETS + block + 1) - full_lo
+    part_lo = tl.load(PART_OFFSETS + block)
+    tiles = n_full + tl.load(PART_OFFSETS + block + 1) - part_lo
+    return full_lo, n_full, part_lo, split * tiles // SPLITS, (split + 1) * tiles // SPLITS
 
 
 @triton.jit
@@ -243,11 +253,7 @@ def attn_fwd(Q, K, V, O, LSE, K_DESC, V_DESC, PARAMS, FULL_OFFSETS, FULL_INDICES
     acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
     # Full tiles (no mask math), then partial tiles (the pattern decides pair by pair); this
     # split's share of the row is the slice [lo, hi) of the two lists laid end to end.
-    full_lo, full_hi = tl.load(FULL_OFFSETS + qb), tl.load(FULL_OFFSETS + qb + 1)
-    part_lo, part_hi = tl.load(PART_OFFSETS + qb), tl.load(PART_OFFSETS + qb + 1)
-    n_full = full_hi - full_lo
-    lo = split * (n_full + part_hi - part_lo) // SPLITS
-    hi = (split + 1) * (n_full + part_hi - part_lo) // SPLITS
+    full_lo, n_full, part_lo, lo, hi = _share(qb, split, SPLITS, FULL_OFFSETS, PART_OFFSETS)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, K, V, K_DESC, V_DESC, off_b, off_hk, FULL_INDICES, PART_TAGS,
                                full_lo + tl.minimum(lo, n_full), full_lo + tl.minimum(hi, n_full), offs_m,
                                stride_kn, stride_kd, stride_vn, stride_vd, KV_LEN, Q_OFFSET, PARAMS, qk_scale,
@@ -307,12 +313,15 @@ def attn_merge(PARTS, PART_LSE, O, LSE, ROWS, SPLITS, HEAD_DIM: tl.constexpr, D_
 
 # --------------------------------------------------------------------------- backward
 @triton.jit
-def attn_bwd_preprocess(O, DO, DLSE, DELTA,
+def attn_bwd_preprocess(O, DO, DLSE, DELTA, DQ_ACC,
                         stride_ob, stride_oh, stride_om, stride_od, stride_dob, stride_doh, stride_dom, stride_dod,
                         H, Q_LEN,
-                        HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, HAS_DLSE: tl.constexpr):
-    """delta = rowsum(dO * O) - dLSE: the softmax-gradient correction of each query row."""
-    qb, off_bh = _program(Q_LEN, BLOCK_M)
+                        HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, HAS_DLSE: tl.constexpr,
+                        ZERO_DQ: tl.constexpr):
+    """delta = rowsum(dO * O) - dLSE: the softmax-gradient correction of each query row; with
+    ZERO_DQ also zeros of the rows of DQ_ACC [B * H, Q_LEN, HEAD_DIM] (fp32, contiguous), the
+    fused backward's dQ accumulator (one pass less than a separate fill)."""
+    qb, off_bh = _program(tl.program_id(0), Q_LEN, BLOCK_M)
     start_m = qb * BLOCK_M
     o = _tile(_head(O, off_bh // H, off_bh % H, stride_ob, stride_oh), start_m, Q_LEN, stride_om, stride_od,
               HEAD_DIM=HEAD_DIM, D_PAD=D_PAD, BLOCK=BLOCK_M, WIDE=True, TRANS=False)
@@ -324,6 +333,10 @@ def attn_bwd_preprocess(O, DO, DLSE, DELTA,
     if HAS_DLSE:  # d lse / d score = softmax, so a gradient on LSE shifts delta
         delta -= tl.load(DLSE + row, mask=offs_m < Q_LEN, other=0.0)
     tl.store(DELTA + row, delta, mask=offs_m < Q_LEN)
+    if ZERO_DQ:
+        d = tl.arange(0, D_PAD)
+        tl.store(DQ_ACC + row[:, None] * HEAD_DIM + d[None, :], tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32),
+                 mask=(offs_m < Q_LEN)[:, None] & (d < HEAD_DIM)[None, :])
 
 
 @triton.jit

@@ -36,7 +36,7 @@ from triton.experimental.gluon.language._core import builtin
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
-from .flash import _scheduled
+from .flash import _scheduled, _share
 
 LN2 = gl.constexpr(0.6931471805599453)
 CONSUMER_REGISTERS = gl.constexpr(232)  # per thread, of the second consumer (the first gets what remains: 248)
@@ -53,12 +53,7 @@ def _item(w, FULL_OFFSETS, PART_OFFSETS, ORDER, HEAVY, H, GROUP, Q_LEN, WORK, SP
     split = rest % SPLITS
     off_bh = rest // SPLITS
     off_h = off_bh % H
-    full_lo = gl.load(FULL_OFFSETS + qb)
-    n_full = gl.load(FULL_OFFSETS + qb + 1) - full_lo
-    part_lo = gl.load(PART_OFFSETS + qb)
-    tiles = n_full + gl.load(PART_OFFSETS + qb + 1) - part_lo
-    lo = split * tiles // SPLITS
-    hi = (split + 1) * tiles // SPLITS
+    full_lo, n_full, part_lo, lo, hi = _share(qb, split, SPLITS, FULL_OFFSETS, PART_OFFSETS)
     return qb, off_bh // H, off_h, off_h // GROUP, split, full_lo, n_full, part_lo, lo, hi
 
 
@@ -294,14 +289,6 @@ def _reduce_add(desc, coord, src, _semantic=None):
 
 
 @gluon.jit
-def _bwd_lists(kb, FULL_OFFSETS, PART_OFFSETS):
-    """(first full tile, number of full tiles, first partial tile, number of partial) of key block kb."""
-    full_lo = gl.load(FULL_OFFSETS + kb)
-    part_lo = gl.load(PART_OFFSETS + kb)
-    return full_lo, gl.load(FULL_OFFSETS + kb + 1) - full_lo, part_lo, gl.load(PART_OFFSETS + kb + 1) - part_lo
-
-
-@gluon.jit
 def _bwd_producer(Q_DESC, DO_DESC, K_DESC, V_DESC, q_smem, do_smem, k_smem, v_smem, kv_bar, q_ready, q_empty,
                   do_ready, do_empty, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, kb, off_b, off_hk,
                   GROUP, STAGES: gl.constexpr):
@@ -313,11 +300,11 @@ def _bwd_producer(Q_DESC, DO_DESC, K_DESC, V_DESC, q_smem, do_smem, k_smem, v_sm
                                         k_smem.index(c))
         tma.async_copy_global_to_shared(V_DESC, [off_b, off_hk, kb * 2 * HALF + c * HALF, 0], kv_bar,
                                         v_smem.index(c))
-    full_lo, n_full, part_lo, n_part = _bwd_lists(kb, FULL_OFFSETS, PART_OFFSETS)
+    full_lo, n_full, part_lo, _, tiles = _share(kb, 0, 1, FULL_OFFSETS, PART_OFFSETS)
     j = 0  # query tiles loaded so far: ring slot j % STAGES, pass j // STAGES
     for g in range(GROUP):
         off_h = off_hk * GROUP + g
-        for t in range(n_full + n_part):
+        for t in range(tiles):
             start_m = _key_start(t, FULL_INDICES, PART_INDICES, full_lo, n_full, part_lo, BLOCK_M)  # rows here
             s = j % STAGES
             phase = (j // STAGES) & 1
@@ -419,7 +406,7 @@ def _bwd_consumer(c: gl.constexpr, q_smem, do_smem, k_smem, v_smem, p_smem, ds_s
     dk = gl.zeros([HALF, HEAD_DIM], gl.float32, acc_layout)
     dv = gl.zeros([HALF, HEAD_DIM], gl.float32, acc_layout)
     start_n = kb * 2 * HALF
-    full_lo, n_full, part_lo, n_part = _bwd_lists(kb, FULL_OFFSETS, PART_OFFSETS)
+    full_lo, n_full, part_lo, _, tiles = _share(kb, 0, 1, FULL_OFFSETS, PART_OFFSETS)
     mbarrier.wait(kv_bar, 0)
     j = 0
     for g in range(GROUP):
@@ -431,7 +418,7 @@ def _bwd_consumer(c: gl.constexpr, q_smem, do_smem, k_smem, v_smem, p_smem, ds_s
                                DQ_DESC, LSE + rows, DELTA + rows, dq_bh, g, start_n, Q_LEN, KV_LEN, Q_OFFSET,
                                PARAMS, qk_scale, sm_scale, dk, dv, MASK, RANDOM_SLOTS, EVEN_N, False, STAGES)
             j += 1
-        for t in range(part_lo, part_lo + n_part):
+        for t in range(part_lo, part_lo + tiles - n_full):
             tags = gl.load(PART_TAGS + t) if TAGGED else 0
             dk, dv = _bwd_step(j, c, gl.load(PART_INDICES + t) * BLOCK_M, tags, q_smem, do_smem, k_smem,
                                v_smem, p_smem, ds_smem, dq_smem, q_ready, q_empty, do_ready, do_empty, ds_ready,

@@ -267,7 +267,9 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     if fused:  # its TMA descriptors need addressable tensors: copy any other (a stride-0 dO, say)
         q, k, v, do = (t if _tma_ok(t) else t.clone(memory_format=torch.contiguous_format) for t in (q, k, v, do))
         pairs = _pairs_per_launch(plan, B * k.shape[1], H // k.shape[1] * Lq)
-        dq = torch.zeros((pairs, H // k.shape[1], Lq, D), dtype=torch.float32, device=q.device)  # the accumulator
+        dq = empty((pairs, H // k.shape[1], Lq, D), torch.float32, q.device)  # the accumulator: zeroed by preprocess
+        if pairs < B * k.shape[1]:  # or, in chunks, here (each chunk after the first: `_fused`)
+            dq.zero_()
     else:
         dq = empty(q.shape, q.dtype, q.device)
     dk, dv = empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
@@ -307,12 +309,12 @@ def _pairs_per_launch(plan: KernelPlan, pairs: int, rows: int) -> int:
     +17%: results/2026-11-26-ab-v15-fused-bwd-chunks-h100.md.)"""
     if FUSED_PAIRS is not None:
         return min(FUSED_PAIRS, pairs)
-    if torch.cuda.is_current_stream_capturing():  # no memory query inside a graph's capture
+    need = 2 * pairs * rows * plan.head_dim * 4
+    cached = torch.cuda.memory_reserved(plan.device) - torch.cuda.memory_allocated(plan.device)
+    if need <= cached or torch.cuda.is_current_stream_capturing():  # torch's cache has it (no driver call)
         return pairs
-    free, _ = torch.cuda.mem_get_info(plan.device)
-    spare = free + torch.cuda.memory_reserved(plan.device) - torch.cuda.memory_allocated(plan.device)
-    per_pair = rows * plan.head_dim * 4
-    return max(1, min(pairs, spare // 2 // per_pair))
+    spare = cached + torch.cuda.mem_get_info(plan.device)[0]
+    return max(1, min(pairs, pairs * spare // need))
 
 
 def _fused(launches: list, acc, q, k):
@@ -362,10 +364,12 @@ def _backward_calls(plan: KernelPlan, q, k, v, o, lse, do, dq, dk, dv, delta, dl
     HKV = k.shape[1]
     lay, cfg = plan.bwd_layout, plan.bwd
     every = (_geometry(q, k, v, o, lse, do, dlse, dq), scale, _dot_precision(plan))  # the backward's first compile
+    zero_dq = _fused_backward(plan) and dq.shape[0] * dq.shape[1] == B * H  # one launch: an accumulator of all rows
     preprocess = (flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, every,
-                  dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta), lambda: dict(
-                      **_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
-                      HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None))
+                  dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta, DQ_ACC=dq if zero_dq else delta),
+                  lambda: dict(**_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
+                               HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None,
+                               ZERO_DQ=zero_dq))
     if _fused_backward(plan):  # dq: the zeroed fp32 accumulator of its reductions, [pairs, GROUP, Lq, D]
         half = cfg.block_n // 2
         descriptors = dict(Q_DESC=Tma(q, (1, 1, cfg.block_m, D), gluon=True),
