@@ -236,8 +236,9 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     `is_dense`. The fused warp-specialized backward (hopper.py, fp16/bf16, D=128) where
     ``specializable`` with `long_rows` (A/B on an H100, forward+backward at 16K against the plain
     kernels: causal -16%, `all` -14%, P4 -6%, causal with GQA -7%; P3, `uniform_rows` only, +2%:
-    results/2026-11-26-ab-v15-fused-bwd-h100.md), unless options set any backward setting
-    (``bwd_``-prefixed or shared) or ``deterministic`` (its dQ sums are in no fixed order; the
+    results/2026-11-26-ab-v15-fused-bwd-h100.md; `long_rows` at 64x64 tiles, whatever the
+    forward's options), unless options set any backward setting (``bwd_``-prefixed or shared; a
+    register cap of 0 is none) or ``deterministic`` (its dQ sums are in no fixed order; the
     option ``bwd_warp_specialize=1`` still asks for it)."""
     options = options or {}
     fwd, bwd = choose_tiles(device_type, dtype, head_dim, options)
@@ -254,8 +255,10 @@ def tiles_and_layout(layout_at, device_type: str, dtype: torch.dtype, head_dim: 
     capped = any(_caps_registers(name) and value and not name.startswith("bwd_") for name, value in options.items())
     long, uniform = long_rows(layout), uniform_rows(layout) and group == 1  # GQA keeps its packed tile
     specialized = specializable and head_dim == 128 and (long or uniform) and not capped
-    backward_tile = [name for name in options if not name.startswith("fwd_")]  # caps included
-    if specializable and head_dim == 128 and long and dtype != torch.float32 and not backward_tile and not deterministic:
+    backward_tile = [name for name, value in options.items()  # any backward setting, a cap included (not 0: none)
+                     if not name.startswith("fwd_") and (value or not _caps_registers(name))]
+    fusable = specializable and head_dim == 128 and dtype != torch.float32 and not deterministic
+    if fusable and not backward_tile and long_rows(layout_at(64, 64)):  # whatever tile the forward options ask
         _, bwd = choose_tiles(device_type, dtype, head_dim, options, bwd_specialized=True)
     if hopper and (specialized or is_dense(layout)) and not forward_tile:
         dense, _ = choose_tiles(device_type, dtype, head_dim, options, dense=True, specialized=specialized)
@@ -349,8 +352,10 @@ def packing(cfg: TileConfig, group: int) -> int:
 def plan_for(pattern: Pattern, q_len: int, kv_len: int, q_offset: int | None, device: torch.device,
              dtype: torch.dtype, head_dim: int, options: Options | None = None, group: int = 1) -> KernelPlan:
     """The plan for these shapes (from the one bounded cache, else built); ``group``: query
-    heads per kv head. Under `torch.use_deterministic_algorithms` the backward is the plain
-    kernels' (the fused one adds dQ up in whatever order its programs finish)."""
+    heads per kv head. Under `torch.use_deterministic_algorithms` the plan's backward is the
+    plain kernels' (the fused one adds dQ up in whatever order its programs finish; asked for
+    by the option ``bwd_warp_specialize=1``, it raises there as torch's nondeterministic
+    operations do)."""
     q_offset = pattern.resolve(q_len, kv_len, q_offset).q_offset  # the one place that defaults it
     return _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, tuple(sorted((options or {}).items())),
                  group, torch.are_deterministic_algorithms_enabled())

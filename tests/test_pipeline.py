@@ -247,7 +247,8 @@ def test_bigger_forward_tiles_where_rows_are_long(text, n, options, tile):
                                          hopper=hopper, specializable=hopper)
             assert (fwd.block_m, fwd.block_n, fwd.warp_specialize) == (64, 64, 0)
     # the fused backward where rows are long (not P3's uniform ones), unless options set the backward
-    fused = long_rows(pattern.layout(n, n, 64, 64)) and all(k.startswith("fwd_") for k in options)
+    fused = long_rows(pattern.layout(n, n, 64, 64)) and all(k.startswith("fwd_") or k.endswith("max_registers") and not v
+                                                             for k, v in options.items())
     assert (bwd.block_m, bwd.block_n, bwd.warp_specialize) == ((64, 128, 1) if fused else
                                                                (options.get("bwd_block_m", 64), 64, 0))
 
@@ -440,3 +441,20 @@ def test_decoding_keeps_the_small_forward_tiles():
     pattern = patternc.parse("causal")
     fwd, _, lay = tiles_and_layout(lambda m, n: pattern.layout(16, 65536, m, n), "cuda", torch.bfloat16, 128, {}, 4)
     assert (fwd.block_m, fwd.block_n, lay.block_m) == (64, 64, 16)  # 4 heads packed: 16 queries of each
+
+
+def test_deterministic_mode_keeps_the_plain_backward():
+    """The fused backward's dQ sums arrive in no fixed order: not under
+    `torch.use_deterministic_algorithms`, which the plan cache keys on."""
+    causal = patternc.parse("causal")
+    layout_at = lambda m, b: causal.layout(16384, 16384, m, b)  # noqa: E731
+    for deterministic, fused in ((False, 1), (True, 0)):
+        fwd, bwd, _ = tiles_and_layout(layout_at, "cuda", torch.bfloat16, 128, {}, specializable=True,
+                                       deterministic=deterministic)
+        assert (fwd.warp_specialize, bwd.warp_specialize) == (1, fused)
+    torch.use_deterministic_algorithms(True)
+    try:
+        plan = plan_for(causal, 64, 64, None, torch.device("cpu"), torch.float32, 32, {})
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert plan is not plan_for(causal, 64, 64, None, torch.device("cpu"), torch.float32, 32, {})

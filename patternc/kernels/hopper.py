@@ -7,7 +7,8 @@
 # generated @triton.jit `pattern_mask`, called on partial tiles only (with the tile's TAGS word
 # for a union or intersection, TAGGED).
 #
-# One program (a CTA of 9 warps) takes work items w = id, id + programs, ...: one item is a
+# The forward (attn_fwd_ws; the fused backward, attn_bwd_ws, is described where it starts below):
+# one program (a CTA of 9 warps) takes work items w = id, id + programs, ...: one item is a
 # 128-row query block of one (batch, head), or one split of its key tiles (decoding). Three
 # partitions run side by side:
 #   producer (1 warp): TMA loads of each item's Q (two 64-row halves, double-buffered across

@@ -265,6 +265,8 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     B, H, Lq, D = q.shape
     fused = _fused_backward(plan)
     if fused:  # its TMA descriptors need addressable tensors: copy any other (a stride-0 dO, say)
+        if torch.are_deterministic_algorithms_enabled():  # asked for by its option: torch's alert (raises)
+            torch._C._alert_not_deterministic("patternc's fused attention backward (option bwd_warp_specialize=1)")
         q, k, v, do = (t if _tma_ok(t) else t.clone(memory_format=torch.contiguous_format) for t in (q, k, v, do))
         pairs = _pairs_per_launch(plan, B * k.shape[1], H // k.shape[1] * Lq)
         dq = empty((pairs, H // k.shape[1], Lq, D), torch.float32, q.device)  # the accumulator: zeroed by preprocess
@@ -303,18 +305,23 @@ def _pairs_per_launch(plan: KernelPlan, pairs: int, rows: int) -> int:
     """(batch, kv head) pairs per launch of the fused backward, whose fp32 dQ accumulator (``rows``
     x D per pair) covers one launch's pairs and is reused by the next: all of them, as
     FlashAttention-3 and cuDNN do (the accumulator is twice dQ's size in bf16), unless that
-    would take more than half the memory the GPU and torch's cache have free; then as many as
-    fit. (Launching in chunks costs the fused kernel its overlap of heavy and light programs:
-    chunks of ~4 programs per multiprocessor measured causal 16K +9%, P4 +43%, causal GQA
-    +17%: results/2026-11-26-ab-v15-fused-bwd-chunks-h100.md.)"""
+    would take more than half the memory free on the GPU and in torch's cache when a call of
+    this shape first comes (kept for its later calls: torch's memory statistics cost ~0.3 ms;
+    inside a CUDA graph's capture, all pairs); then as many as fit. (Launching in chunks costs
+    the fused kernel its overlap of heavy and light programs: chunks of ~4 programs per
+    multiprocessor measured causal 16K +9%, P4 +43%, causal GQA +17%:
+    results/2026-11-26-ab-v15-fused-bwd-chunks-h100.md.)"""
     if FUSED_PAIRS is not None:
         return min(FUSED_PAIRS, pairs)
-    need = 2 * pairs * rows * plan.head_dim * 4
-    cached = torch.cuda.memory_reserved(plan.device) - torch.cuda.memory_allocated(plan.device)
-    if need <= cached or torch.cuda.is_current_stream_capturing():  # torch's cache has it (no driver call)
-        return pairs
-    spare = cached + torch.cuda.mem_get_info(plan.device)[0]
-    return max(1, min(pairs, pairs * spare // need))
+    key = ("pairs per launch", pairs, rows)
+    if key not in plan.launches:
+        if torch.cuda.is_current_stream_capturing():
+            return pairs
+        need = 2 * pairs * rows * plan.head_dim * 4
+        spare = (torch.cuda.mem_get_info(plan.device)[0] + torch.cuda.memory_reserved(plan.device)
+                 - torch.cuda.memory_allocated(plan.device))
+        plan.launches[key] = max(1, min(pairs, pairs * spare // need))
+    return plan.launches[key]
 
 
 def _fused(launches: list, acc, q, k):
