@@ -72,7 +72,7 @@ class TileConfig:
 
     @property
     def loop(self) -> str:
-        """How the forward's loop runs, in words ("" for the plain loops)."""
+        """How the kernel's loop runs, in words ("" for the plain loops)."""
         if not self.warp_specialize:
             return ""
         return "persistent, warp-specialized" if self.persistent else "warp-specialized"
