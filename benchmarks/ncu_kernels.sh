@@ -10,7 +10,7 @@ NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 for row in "$@"; do
   [[ $row == *:* ]] || { echo "rows are NAME:N (P3:16384), got $row"; exit 2; }
   name=${row%%:*}; n=${row##*:}
-  timeout ${NCU_S:-240} "$NCU" -k "regex:attn_(fwd|bwd_dkdv|bwd_dq)" --launch-skip 3 --launch-count 3 \
+  timeout ${NCU_S:-240} "$NCU" -k "regex:attn_(fwd|bwd_dkdv|bwd_dq|bwd_ws)" --launch-skip "${NCU_SKIP:-3}" --launch-count "${NCU_COUNT:-3}" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     python3 - "$name" "$n" > "$OUT/ncu-$name-$n.txt" 2>&1 <<'PY'
@@ -22,7 +22,7 @@ from patterns import PATTERNS
 name, n = sys.argv[1], int(sys.argv[2])
 q, k, v = (torch.randn(2, 16, n, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
 attn = patternc.attention_from(PATTERNS[name])
-for _ in range(2):  # the first call compiles; ncu skips its kernels
+for _ in range(3):  # the first call compiles; ncu skips its kernels (NCU_SKIP: 3 plain kernels, 2 fused)
     attn(q, k, v).backward(torch.ones_like(q))
 torch.cuda.synchronize()
 PY
