@@ -160,18 +160,15 @@ def choose_tiles(device_type: str, dtype: torch.dtype, head_dim: int, options: O
             and (fwd.block_m, fwd.block_n, fwd.num_warps) == (64, 64, 4)
             and not any(_caps_registers(name) for name in options)):
         fwd = replace(fwd, max_registers=THREE_PROGRAMS)  # sized for this tile: not for the options' others
-    if (device_type == "cuda" and fwd.warp_specialize
-            and (replace(fwd, persistent=0) != WARP_SPECIALIZED or head_dim != 128 or dtype == torch.float32)):
-        raise PatterncError(f"fwd_warp_specialize runs only at head dim 128, fp16 or bf16, with 128x128 forward tiles, "
-                            f"4 warps, 2 stages and no register cap (got {fwd.block_m}x{fwd.block_n}, {fwd.num_warps} "
-                            f"warps, {fwd.num_stages} stages, cap {fwd.max_registers}, D={head_dim}, "
-                            f"{str(dtype).removeprefix('torch.')}): its kernel is written for that shape")
-    if (device_type == "cuda" and bwd.warp_specialize
-            and (bwd != BWD_WARP_SPECIALIZED or head_dim != 128 or dtype == torch.float32)):
-        raise PatterncError(f"bwd_warp_specialize runs only at head dim 128, fp16 or bf16, with 64x128 backward tiles, "
-                            f"4 warps, 2 stages and no register cap (got {bwd.block_m}x{bwd.block_n}, {bwd.num_warps} "
-                            f"warps, {bwd.num_stages} stages, cap {bwd.max_registers}, D={head_dim}, "
-                            f"{str(dtype).removeprefix('torch.')}): its kernel is written for that shape")
+    for prefix, name, cfg, kernel in (("fwd", "forward", fwd, WARP_SPECIALIZED),
+                                      ("bwd", "backward", bwd, BWD_WARP_SPECIALIZED)):
+        if (device_type == "cuda" and cfg.warp_specialize
+                and (replace(cfg, persistent=0) != kernel or head_dim != 128 or dtype == torch.float32)):
+            raise PatterncError(f"{prefix}_warp_specialize runs only at head dim 128, fp16 or bf16, with "
+                                f"{kernel.block_m}x{kernel.block_n} {name} tiles, 4 warps, 2 stages and no register "
+                                f"cap (got {cfg.block_m}x{cfg.block_n}, {cfg.num_warps} warps, {cfg.num_stages} "
+                                f"stages, cap {cfg.max_registers}, D={head_dim}, {str(dtype).removeprefix('torch.')}): "
+                                f"its kernel is written for that shape")
     if device_type == "cuda" and fwd.persistent and not fwd.warp_specialize:
         raise PatterncError("fwd_persistent needs fwd_warp_specialize=1: only the warp-specialized forward loops "
                             "over several query blocks per program")

@@ -370,14 +370,15 @@ def _backward_calls(plan: KernelPlan, q, k, v, o, lse, do, dq, dk, dv, delta, dl
     B, H, Lq, D = q.shape
     HKV = k.shape[1]
     lay, cfg = plan.bwd_layout, plan.bwd
+    fused = _fused_backward(plan)
     every = (_geometry(q, k, v, o, lse, do, dlse, dq), scale, _dot_precision(plan))  # the backward's first compile
-    zero_dq = _fused_backward(plan) and dq.shape[0] * dq.shape[1] == B * H  # one launch: an accumulator of all rows
+    zero_dq = fused and dq.shape[0] * dq.shape[1] == B * H  # one launch: an accumulator of all rows
     preprocess = (flash.attn_bwd_preprocess, -(-Lq // 64) * B * H, every,
                   dict(O=o, DO=do, DLSE=delta if dlse is None else dlse, DELTA=delta, DQ_ACC=dq if zero_dq else delta),
                   lambda: dict(**_strides("o", o, "bhmd"), **_strides("do", do, "bhmd"), H=H, Q_LEN=Lq,
                                HEAD_DIM=plan.head_dim, D_PAD=plan.d_pad, BLOCK_M=64, HAS_DLSE=dlse is not None,
                                ZERO_DQ=zero_dq))
-    if _fused_backward(plan):  # dq: the zeroed fp32 accumulator of its reductions, [pairs, GROUP, Lq, D]
+    if fused:  # dq: the zeroed fp32 accumulator of its reductions, [pairs, GROUP, Lq, D]
         half = cfg.block_n // 2
         descriptors = dict(Q_DESC=Tma(q, (1, 1, cfg.block_m, D), gluon=True),
                            DO_DESC=Tma(do, (1, 1, cfg.block_m, D), gluon=True),
