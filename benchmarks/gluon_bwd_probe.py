@@ -26,20 +26,12 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
-from triton.experimental.gluon.language._core import builtin
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-from triton._C.libtriton import ir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from patternc.kernels.hopper import _reduce_add  # noqa: E402  (the TMA bulk reduction, as the package's kernel adds dQ)
 
 LOG2E = gl.constexpr(1.4426950408889634)
-
-
-@builtin
-def _reduce_add(desc, coord, src, _semantic=None):
-    """TMA bulk reduction: global[coord] += src (shared memory), one instruction for the tile
-    (cp.reduce.async.bulk.tensor). Gluon 3.6 has the op in its builder but no wrapper (3.9 names
-    it tma.async_atomic_add)."""
-    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
-    _semantic.builder.create_async_tma_reduce(ir.DESCRIPTOR_REDUCE_KIND.ADD, desc.handle, coord, src.handle)
 
 
 @gluon.jit

@@ -25,6 +25,13 @@ def assert_like_dense(pattern, q, k, v, out, grads, d_out, label=""):
         assert rel_err(got, want) < 1e-2, f"{name} {label}"
 
 
+def misaligned(t):
+    """A copy of ``t`` 2 bytes past 16-byte alignment (no TMA descriptor can address it)."""
+    out = torch.empty(t.numel() + 8, device=t.device, dtype=t.dtype)[1:1 + t.numel()].view(t.shape).copy_(t)
+    assert out.data_ptr() % 16
+    return out
+
+
 def _example(name):
     return patternc.load(os.path.join(EXAMPLES_DIR, name))
 
@@ -121,8 +128,7 @@ def test_fused_backward_copies_what_the_tma_cannot_address(gluon_calls):
     """The gradient of a sum (a stride-0 dO) and a q 2 bytes past 16-byte alignment: copied for the
     fused backward's descriptors (the forward takes its plain loops for that q)."""
     q, k, v = (torch.randn(1, 2, 2048, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    shifted = torch.empty(q.numel() + 8, device="cuda", dtype=q.dtype)[1:1 + q.numel()].view(q.shape)
-    shifted.copy_(q)
+    shifted = misaligned(q)
     leaves = [shifted.requires_grad_(), k.requires_grad_(), v.requires_grad_()]
     attn = patternc.attention_from("window(left=700, right=0)", **FUSED)
     out = attn(*leaves)
@@ -158,9 +164,7 @@ def test_warp_specialized_option_with_unaligned_tensors_takes_the_plain_loops(gl
     """A q the TMA cannot address (its base 2 bytes past 16-byte alignment): the plain loops on the
     same 128x128 layout, 8 warps."""
     q, k, v = (torch.randn(1, 2, 2048, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    shifted = torch.empty(q.numel() + 8, device="cuda", dtype=q.dtype)[1:1 + q.numel()].view(q.shape)
-    shifted.copy_(q)
-    assert shifted.data_ptr() % 16
+    shifted = misaligned(q)
     leaves = [shifted.requires_grad_(), k.requires_grad_(), v.requires_grad_()]  # no copies: they would be aligned
     out = patternc.attention_from("causal", **WARP_SPECIALIZED)(*leaves)
     d_out = torch.randn_like(out)

@@ -269,9 +269,7 @@ def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
             torch._C._alert_not_deterministic("patternc's fused attention backward (option bwd_warp_specialize=1)")
         q, k, v, do = (t if _tma_ok(t) else t.clone(memory_format=torch.contiguous_format) for t in (q, k, v, do))
         pairs = _pairs_per_launch(plan, B * k.shape[1], H // k.shape[1] * Lq)
-        dq = empty((pairs, H // k.shape[1], Lq, D), torch.float32, q.device)  # the accumulator: zeroed by preprocess
-        if pairs < B * k.shape[1]:  # or, in chunks, here (each chunk after the first: `_fused`)
-            dq.zero_()
+        dq = empty((pairs, H // k.shape[1], Lq, D), torch.float32, q.device)  # the accumulator (zeroed: `_fused`)
     else:
         dq = empty(q.shape, q.dtype, q.device)
     dk, dv = empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
@@ -326,7 +324,8 @@ def _pairs_per_launch(plan: KernelPlan, pairs: int, rows: int) -> int:
 
 def _fused(launches: list, acc, q, k):
     """Run the fused backward's launches (preprocess, then the kernel once per chunk of (batch, kv
-    head) pairs, each into the zeroed accumulator ``acc``); dQ in q's dtype."""
+    head) pairs, each into the accumulator ``acc``, zeroed by the preprocess for one launch, else
+    here before each chunk); dQ in q's dtype."""
     preprocess, (kernel, programs, plan, geometry, tensors, args) = launches
     _launch(*preprocess)
     B, H, Lq, D = q.shape
@@ -335,7 +334,7 @@ def _fused(launches: list, acc, q, k):
     chunks = dq.view(total, H // k.shape[1], Lq, D)
     for first in range(0, total, pairs):
         n = min(pairs, total - first)
-        if first:
+        if pairs < total:
             acc.zero_()
         _launch(kernel, programs // pairs * n, plan, geometry, dict(tensors, BH_OFFSET=first), args)
         chunks[first:first + n].copy_(acc[:n])
