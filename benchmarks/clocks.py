@@ -2,7 +2,7 @@
 in a loop: whether the kernels run power-capped (then idle gaps removed buy nothing, and only
 less energy per tile does).
 
-    python benchmarks/clocks.py P4:16384 [fwd|fb] [option=value ...]
+    python benchmarks/clocks.py P4:16384 [fwd|fb] [patternc|flex|cudnn] [option=value ...]
 
 Samples NVML every ~20 ms for ~3 s of back-to-back calls (B=2, H=16, D=128, bf16) and prints the
 median SM clock, power, and the share of samples with each throttle reason set.
@@ -30,10 +30,25 @@ def main():
 
     name, n = sys.argv[1].rsplit(":", 1)
     which = sys.argv[2] if len(sys.argv) > 2 else "fb"
-    opts = {k: int(v) for k, v in (kv.split("=") for kv in sys.argv[3:])}
+    method = sys.argv[3] if len(sys.argv) > 3 else "patternc"
+    opts = {k: int(v) for k, v in (kv.split("=") for kv in sys.argv[4:])}
     n = int(n)
     q, k, v = (torch.randn(2, 16, n, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-    attn = patternc.attention_from(PATTERNS.get(name, name), **opts)
+    text = PATTERNS.get(name, name)
+    if method == "flex":  # compiled, with the pattern's BlockMask (as benchmarks/ab.py times it)
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        mask = create_block_mask(patternc.parse(text).to_flex(n, n), None, None, n, n, device="cuda")
+        flex = torch.compile(flex_attention, dynamic=False)
+        attn = lambda q, k, v: flex(q, k, v, block_mask=mask)  # noqa: E731
+    elif method == "cudnn":  # SDPA's cuDNN backend: causal and `all` only
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        def attn(q, k, v):
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=text == "causal")
+    else:
+        attn = patternc.attention_from(text, **opts)
 
     def call():
         out = attn(q, k, v)
@@ -69,7 +84,7 @@ def main():
     limit = pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
     max_clock = pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM)
     shares = {r: sum(1 for s in samples if s[2] & bit) / len(samples) for bit, r in REASONS.items()}
-    print(f"{name} {n} {which} {opts}: {calls} calls, {len(samples)} samples; SM clock median "
+    print(f"{method} {name} {n} {which} {opts}: {calls} calls, {len(samples)} samples; SM clock median "
           f"{clocks.median():.0f} MHz (max {max_clock}), power median {power.median():.0f} W "
           f"(limit {limit:.0f}); throttle " + ", ".join(f"{r} {v:.0%}" for r, v in shares.items() if v))
 
