@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Nsight Compute's warp stall reasons (% of active warps' cycles) for one kernel of one
 # forward+backward per row (bf16, B=2, H=16, D=128), after a first call that compiles it.
-#   run(command="KERNEL=attn_fwd_ws bash benchmarks/ncu_stalls.sh P4:16384 causal:16384", carry=[".whl"])
+#   run(command="KERNEL=attn_fwd_ws bash benchmarks/ncu_stalls.sh P4:16384", carry=[".whl"])
 # Rows: NAME:N with NAME in benchmarks/patterns.py, or a pattern's text (then PATTERN:N).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
 export PYTHONPATH=/tmp/site:$PWD PATTERNC_CACHE_DIR=/tmp/pc PATTERNC_PARALLEL_COMPILE=0

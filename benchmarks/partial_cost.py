@@ -73,10 +73,11 @@ def main():
             fwd = triton.testing.do_bench(lambda: launch.forward(p, q, k, v, scale), warmup=50, rep=300)
             bwd = triton.testing.do_bench(lambda: launch.backward(p, q, k, v, o, lse, do, None, scale),
                                           warmup=50, rep=300)
-            ft = 32 * (p.fwd_layout.num_full + p.fwd_layout.num_partial)
-            bt = 32 * (p.bwd_layout.num_full + p.bwd_layout.num_partial)
-            part = f" ({p.fwd_layout.num_partial / max(1, ft // 32):.1%} / {p.bwd_layout.num_partial / max(1, bt // 32):.1%} partial)"
-            print(f"| {name} | {n} | {label}{part if label == 'plan' else ''} | {fwd:.3f} | {ft} | "
+            share = [lay.num_partial / max(1, lay.num_full + lay.num_partial) for lay in (plan.fwd_layout,
+                                                                                          plan.bwd_layout)]
+            ft, bt = (32 * (lay.num_full + lay.num_partial) for lay in (p.fwd_layout, p.bwd_layout))  # B x H = 32
+            part = f" ({share[0]:.1%} / {share[1]:.1%} partial)" if label == "plan" else ""
+            print(f"| {name} | {n} | {label}{part} | {fwd:.3f} | {ft} | "
                   f"{fwd * 1e3 * sms / ft:.2f} | {bwd:.3f} | {bt} | {bwd * 1e3 * sms / bt:.2f} |", flush=True)
 
 
