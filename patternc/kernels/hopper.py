@@ -217,15 +217,17 @@ def _consumer(half: gl.constexpr, q_smem, k_smem, v_smem, q_ready, q_empty, k_re
 
 
 @gluon.jit
-def _consumer0(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, TAGGED: gl.constexpr,
-               STAGES: gl.constexpr):
-    _consumer(0, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
+def _consumer0(body: gl.constexpr, args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr,
+               TAGGED: gl.constexpr, STAGES: gl.constexpr):
+    """Partition of consumer 0 (`_consumer` or `_bwd_consumer`): Gluon takes one function per
+    partition, and the consumer's index must be a constexpr."""
+    body(0, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
 
 
 @gluon.jit
-def _consumer1(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, TAGGED: gl.constexpr,
-               STAGES: gl.constexpr):
-    _consumer(1, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
+def _consumer1(body: gl.constexpr, args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr,
+               TAGGED: gl.constexpr, STAGES: gl.constexpr):
+    body(1, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
 
 
 @gluon.jit(do_not_specialize=["Q_OFFSET", "HEAVY", "WORK"])
@@ -258,10 +260,10 @@ def attn_fwd_ws(Q_DESC, K_DESC, V_DESC, O, LSE, PARAMS, FULL_OFFSETS, FULL_INDIC
     consumer = (q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, O, LSE, PARAMS,
                 FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY, stride_ob, stride_oh,
                 stride_om, stride_od, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, WORK, qk_scale, SPLITS, stride_os, stride_ls)
-    # (constexprs apart: an assigned tuple turns its values into tensors, and a function is none)
+    # (constexprs apart: an assigned tuple turns its values into tensors; a function goes in as a constexpr)
     gl.warp_specialize([
-        (_consumer0, (consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
-        (_consumer1, (consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
+        (_consumer0, (gl.constexpr(_consumer), consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
+        (_consumer1, (gl.constexpr(_consumer), consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
         (_producer, (Q_DESC, K_DESC, V_DESC, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty, v_ready,
                      v_empty, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, ORDER, HEAVY, H, GROUP, Q_LEN,
                      WORK, SPLITS, STAGES)),
@@ -438,18 +440,6 @@ def _bwd_consumer(c: gl.constexpr, q_smem, do_smem, k_smem, v_smem, p_smem, ds_s
              mask=ok)
 
 
-@gluon.jit
-def _bwd_consumer0(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, TAGGED: gl.constexpr,
-                   STAGES: gl.constexpr):
-    _bwd_consumer(0, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
-
-
-@gluon.jit
-def _bwd_consumer1(args, MASK: gl.constexpr, RANDOM_SLOTS: gl.constexpr, EVEN_N: gl.constexpr, TAGGED: gl.constexpr,
-                   STAGES: gl.constexpr):
-    _bwd_consumer(1, *args, MASK=MASK, RANDOM_SLOTS=RANDOM_SLOTS, EVEN_N=EVEN_N, TAGGED=TAGGED, STAGES=STAGES)
-
-
 @gluon.jit(do_not_specialize=["Q_OFFSET", "HEAVY", "BH_OFFSET"])
 def attn_bwd_ws(Q_DESC, DO_DESC, K_DESC, V_DESC, DQ_DESC, DK, DV, LSE, DELTA, PARAMS, FULL_OFFSETS, FULL_INDICES,
                 PART_OFFSETS, PART_INDICES, PART_TAGS, ORDER, HEAVY, BH_OFFSET, stride_dkb, stride_dkh, stride_dkn,
@@ -499,8 +489,8 @@ def attn_bwd_ws(Q_DESC, DO_DESC, K_DESC, V_DESC, DQ_DESC, DK, DV, LSE, DELTA, PA
                 stride_dvb, stride_dvh, stride_dvn, stride_dvd, H, GROUP, Q_LEN, KV_LEN, Q_OFFSET, qk_scale,
                 sm_scale)
     gl.warp_specialize([
-        (_bwd_consumer0, (consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
-        (_bwd_consumer1, (consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
+        (_consumer0, (gl.constexpr(_bwd_consumer), consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
+        (_consumer1, (gl.constexpr(_bwd_consumer), consumer, MASK, RANDOM_SLOTS, EVEN_N, TAGGED, STAGES)),
         (_bwd_producer, (Q_DESC, DO_DESC, K_DESC, V_DESC, q_smem, do_smem, k_smem, v_smem, kv_bar, q_ready, q_empty,
                          do_ready, do_empty, FULL_OFFSETS, FULL_INDICES, PART_OFFSETS, PART_INDICES, kb, off_b,
                          off_hk, GROUP, STAGES)),

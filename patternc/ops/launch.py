@@ -262,14 +262,14 @@ def precompile(plan: KernelPlan, q, k, v, scale: float, device: torch.device, ba
 
 def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     """dQ, dK, dV (dK and dV summed over each GQA group). ``dlse`` may be None."""
-    B, H, Lq, D = q.shape
+    B, H, Lq, _ = q.shape
     fused = _fused_backward(plan)
     if fused:  # its TMA descriptors need addressable tensors: copy any other (a stride-0 dO, say)
         if torch.are_deterministic_algorithms_enabled():  # asked for by its option: torch's alert (raises)
             torch._C._alert_not_deterministic("patternc's fused attention backward (option bwd_warp_specialize=1)")
         q, k, v, do = (t if _tma_ok(t) else t.clone(memory_format=torch.contiguous_format) for t in (q, k, v, do))
         pairs = _pairs_per_launch(plan, B * k.shape[1], H // k.shape[1] * Lq)
-        dq = empty((pairs, H // k.shape[1], Lq, D), torch.float32, q.device)  # the accumulator (zeroed: `_fused`)
+        dq = empty(_accumulator(q, k, pairs), torch.float32, q.device)  # zeroed by `_fused`
     else:
         dq = empty(q.shape, q.dtype, q.device)
     dk, dv = empty(k.shape, k.dtype, k.device), empty(v.shape, v.dtype, v.device)
@@ -322,16 +322,21 @@ def _pairs_per_launch(plan: KernelPlan, pairs: int, rows: int) -> int:
     return plan.launches[key]
 
 
+def _accumulator(q, k, pairs: int) -> tuple:
+    """Shape of the fused backward's fp32 dQ accumulator: [pairs of (batch, kv head), GROUP, Lq, D]."""
+    B, H, Lq, D = q.shape
+    return pairs, H // k.shape[1], Lq, D
+
+
 def _fused(launches: list, acc, q, k):
     """Run the fused backward's launches (preprocess, then the kernel once per chunk of (batch, kv
     head) pairs, each into the accumulator ``acc``, zeroed by the preprocess for one launch, else
     here before each chunk); dQ in q's dtype."""
     preprocess, (kernel, programs, plan, geometry, tensors, args) = launches
     _launch(*preprocess)
-    B, H, Lq, D = q.shape
-    pairs, total = acc.shape[0], B * k.shape[1]
+    pairs, total = acc.shape[0], q.shape[0] * k.shape[1]
     dq = empty(q.shape, q.dtype, q.device)
-    chunks = dq.view(total, H // k.shape[1], Lq, D)
+    chunks = dq.view(_accumulator(q, k, total))  # dQ by (batch, kv head) pair, as the accumulator
     for first in range(0, total, pairs):
         n = min(pairs, total - first)
         if pairs < total:
@@ -426,10 +431,9 @@ def _stand_ins(plan: KernelPlan, q, k, v) -> tuple:
     """Stand-ins shaped as a backward's O, LSE, dO, dQ, dK, dV and delta usually are
     (contiguous; for the fused backward dQ is its fp32 accumulator), to compile the backward's
     kernels before it runs."""
-    B, H, Lq, D = q.shape
+    B, H, Lq, _ = q.shape
     lse = (B, H, Lq)
-    dq = (_meta((B * k.shape[1], H // k.shape[1], Lq, D), torch.float32)
-          if _fused_backward(plan) else _meta(q.shape, q.dtype))
+    dq = _meta(_accumulator(q, k, B * k.shape[1]), torch.float32) if _fused_backward(plan) else _meta(q.shape, q.dtype)
     return (_meta(q.shape, q.dtype), _meta(lse, torch.float32), _meta(q.shape, q.dtype), dq,
             _meta(k.shape, k.dtype), _meta(v.shape, v.dtype), _meta(lse, torch.float32))
 
