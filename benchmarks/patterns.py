@@ -1,6 +1,13 @@
 """The benchmark patterns of issue 8 by name, and the GPU warm-up before timing: one place for
 every script in this folder."""
 
+import os
+
+# The scripts here time the plans' own kernels from their first call on, not the interim ones a new
+# structure's first calls run while those compile (patternc.ops.launch._compiling); run.py and
+# first_call.py, which measure first calls as users get them, turn that back on.
+os.environ.setdefault("PATTERNC_INTERIM", "0")
+
 PATTERNS = {
     "P1": "global(first, eos) + window(3) + random(2, block=128)",
     "P2": "global(0:128) + window(193) + random(3, block=128)",
@@ -31,11 +38,17 @@ def warm_call(fn, seconds: float = 0.5) -> None:
     compile, a call's CPU cost read up to 3x its steady value (P1 at 4K: 0.28 then 0.095 ms per
     forward, on an H100 host), and a 4K row, whose GPU work is ~0.1 ms, timed that instead
     (P2 GQA 4K forward 0.121-0.471 ms across runs: results/2026-11-26-v10-h100-bench.md,
-    -v10b-, -v10c-). Not investigated further; the steady state is what the tables report."""
+    -v10b-, -v10c-). Not investigated further; the steady state is what the tables report.
+    First waits for any kernels patternc is compiling in child processes (a new structure's first
+    calls run its plan's interim kernels meanwhile)."""
+    import sys
     import time
 
     import torch
 
+    parallel = sys.modules.get("patternc.kernels.parallel")
+    if parallel is not None:  # a first call ran patternc's interim kernels: its own are compiling in children
+        parallel.wait()
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         fn()

@@ -290,7 +290,21 @@ class KernelPlan:
     fwd_schedule: Schedule  # of the forward layout's query blocks
     dq_schedule: Schedule  # of the backward layout's query blocks
     dkdv_schedule: Schedule  # of the backward layout's key blocks
+    options: tuple = ()  # the tile options it was made with, sorted (name, value) pairs
+    group: int = 1  # query heads per kv head
     launches: dict = field(default_factory=dict, init=False, compare=False, repr=False)  # patternc.ops.launch
+
+    @functools.cached_property
+    def interim(self) -> KernelPlan | None:
+        """The same call's plan with the plain kernels (tiles of 64x64), which compile in ~0.5 s
+        where the warp-specialized ones take 2.5-4.7 s: a new structure's first calls run it while
+        this plan's own kernels compile in child processes (`patternc.ops.launch._compiling`).
+        None where this plan has no warp-specialized kernel."""
+        if self.interpret or not (self.fwd.warp_specialize or self.bwd.warp_specialize):
+            return None
+        plain = {name: value for name, value in self.options if name != "fwd_persistent"}
+        return plan_for(self.pattern, self.q_len, self.kv_len, self.q_offset, self.device, self.dtype,
+                        self.head_dim, {**plain, "fwd_warp_specialize": 0, "bwd_warp_specialize": 0}, self.group)
 
     @property
     def interpret(self) -> bool:
@@ -386,7 +400,7 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
     lay, back, par, *schedules = _to_device(tables, device)
     return KernelPlan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, source,
                       fwd, bwd, lay, back, par, ctx.random_slots, int(rows.max()) if lay.num_q_blocks else 0,
-                      packing(fwd, group), hopper, *schedules)
+                      packing(fwd, group), hopper, *schedules, options=options, group=group)
 
 
 def _to_device(tables: tuple, device: torch.device) -> list:

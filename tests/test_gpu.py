@@ -25,6 +25,16 @@ def assert_like_dense(pattern, q, k, v, out, grads, d_out, label=""):
         assert rel_err(got, want) < 1e-2, f"{name} {label}"
 
 
+@pytest.fixture(autouse=True)
+def _own_kernels(monkeypatch):
+    """Calls run their plans' own kernels from the first one on: a new structure's first calls
+    would otherwise run the plan's interim kernels while its warp-specialized ones compile
+    (`launch._compiling`; tested on its own below)."""
+    from patternc.ops import launch
+
+    monkeypatch.setattr(launch, "INTERIM", False)
+
+
 def misaligned(t):
     """A copy of ``t`` 2 bytes past 16-byte alignment (no TMA descriptor can address it)."""
     out = torch.empty(t.numel() + 8, device=t.device, dtype=t.dtype)[1:1 + t.numel()].view(t.shape).copy_(t)
@@ -334,6 +344,39 @@ def test_backward_kernels_compile_in_children_during_the_forward(monkeypatch, tm
     assert len(forks) == 3, forks  # the backward forked nothing more: it found them compiled
     assert_like_dense(pattern, q, k, v, out, grads, d_out)
     print(f"ok  parallel compile: {sorted(cubins)}")
+
+
+def test_first_calls_run_the_interim_kernels_while_the_plans_own_compile(monkeypatch, tmp_path):
+    """A never-seen structure whose plan has warp-specialized kernels (2.5-4.7 s to compile): its
+    first forward runs the plan's interim plain kernels (~0.5 s) while children compile the
+    plan's own, and once those are done the calls run them. Every call matches the dense
+    reference, forward and gradients."""
+    from patternc.kernels import parallel
+    from patternc.ops import launch
+
+    monkeypatch.setattr(launch, "INTERIM", True)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    pattern = "(causal + global(0:2)) & window(left=4095, right=0)"  # a structure no other test has
+    plan = plan_for(patternc.parse(pattern), 4096, 4096, None, torch.device("cuda"), torch.bfloat16, 128, {})
+    assert plan.fwd.warp_specialize and plan.bwd.warp_specialize, plan
+    assert not plan.interim.fwd.warp_specialize and not plan.interim.bwd.warp_specialize, plan.interim
+    ran, real = [], launch._launch
+    monkeypatch.setattr(launch, "_launch", lambda kernel, *a: (ran.append(kernel.__name__), real(kernel, *a))[-1])
+    attn = patternc.attention_from(pattern)
+    for call in range(2):
+        q, k, v = (torch.randn(1, 2, 4096, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                   for _ in range(3))
+        out = attn(q, k, v)
+        d_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, (q, k, v), d_out)
+        assert_like_dense(pattern, q, k, v, out, grads, d_out, f"call {call}")
+        if call == 0:
+            assert ran[0] == "attn_fwd", ran  # the interim forward
+            first = list(ran)
+            parallel.wait()
+            ran.clear()
+    assert ran == ["attn_fwd_ws", "attn_bwd_preprocess", "attn_bwd_ws"], ran
+    print(f"ok  interim kernels: first call {first}, then {ran}")
 
 
 def test_precompiled_kernels_leave_nothing_to_compile(monkeypatch, tmp_path):

@@ -112,3 +112,44 @@ def test_precompile_errors_name_the_argument(kwargs, message, monkeypatch):
     with pytest.raises(patternc.PatterncError) as info:
         patternc.precompile("causal", **kwargs)
     assert message in str(info.value)
+
+
+def test_a_pass_runs_the_interim_kernels_while_its_own_compile(monkeypatch, tmp_path):
+    """`launch._compiling`: a plan's pass starts its kernels' children on its first call and
+    reports them compiling (the call then runs the plan's interim) until they are done; then,
+    and on every later call, the plan's own kernels run; a CUDA graph's capture waits for them.
+    Nothing is tried where `INTERIM` is off or torch's deterministic algorithms are on."""
+    from types import SimpleNamespace
+
+    from patternc.ops import launch
+
+    plan = SimpleNamespace(launches={})
+    q = torch.zeros(1, 1, 8, 4)
+    started, children = [], {"k1"}
+    monkeypatch.setattr(launch, "INTERIM", True)
+    monkeypatch.setattr(parallel, "enabled", lambda: True)
+    monkeypatch.setattr(launch, "_compile", lambda calls, wait: (started.append(calls), ("k1", "k2"))[1])
+    monkeypatch.setattr(parallel, "busy", lambda keys: bool(children & set(keys)))
+    monkeypatch.setattr(parallel, "wait", lambda keys: children.difference_update(keys))
+    capturing = []
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: bool(capturing))
+    assert launch._compiling(plan, "forward", q, q, q, lambda: "calls")
+    assert launch._compiling(plan, "forward", q, q, q, lambda: "again")  # still compiling: no second start
+    assert started == ["calls"]
+    children.clear()
+    assert not launch._compiling(plan, "forward", q, q, q, lambda: "again")
+    assert not launch._compiling(plan, "forward", q, q, q, lambda: "again") and started == ["calls"]
+    children.add("k1")
+    capturing.append(1)
+    assert not launch._compiling(plan, "backward", q, q, q, lambda: "bwd") and not children  # waited
+    assert started == ["calls", "bwd"]
+    for off in (lambda: monkeypatch.setattr(launch, "INTERIM", False),
+                lambda: torch.use_deterministic_algorithms(True)):
+        plan.launches.clear()
+        children.add("k1")
+        off()
+        try:
+            assert not launch._compiling(plan, "forward", q, q, q, lambda: "calls") and len(started) == 2
+        finally:
+            torch.use_deterministic_algorithms(False)
+            monkeypatch.setattr(launch, "INTERIM", True)

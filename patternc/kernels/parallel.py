@@ -7,7 +7,10 @@ Triton's async-compile hook) is compiled by a child forked for it instead: the c
 Triton's compiler and builds the kernel's launcher, both of which Triton keeps in its on-disk
 cache (written atomically), and exits; nothing is launched. The parent later launches as
 usual and Triton finds both in that cache (milliseconds).
-`wait()` joins the children first, so the parent never compiles a kernel a child is still on.
+`wait()` joins the children first, so the parent never compiles a kernel a child is still on;
+`busy()` tells, without waiting, whether some are still compiling (a first call then runs its
+plan's interim kernels: `patternc.ops.launch`). A kernel Triton's on-disk cache already holds
+forks no child.
 
 A child only compiles (MLIR, LLVM, ptxas): it makes no CUDA call, so forking a process that
 holds a CUDA context is safe for it, as for PyTorch's forked data-loader workers. Whatever
@@ -19,6 +22,7 @@ there. ``PATTERNC_PARALLEL_COMPILE=0`` turns it off.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import threading
@@ -44,11 +48,19 @@ def enabled() -> bool:
 
 class _Forking:
     """Triton's async-compile mode (`triton.runtime._async_compile.active_mode`): Triton calls
-    ``submit`` where it would compile, and a launch with ``warmup=True`` returns its result."""
+    ``submit`` where it would compile, and a launch with ``warmup=True`` returns its result.
+    ``keys`` collects the cache key of every kernel submitted."""
+
+    def __init__(self, keys: list):
+        self.keys = keys
 
     def submit(self, key, compile_fn, finalize_fn):
+        self.keys.append(key)
         with _LOCK:
             if key in _CHILDREN or key in _COMPILED:
+                return None
+            if _on_disk(key):
+                _COMPILED.add(key)
                 return None
             try:
                 pid = os.fork()
@@ -73,6 +85,17 @@ def _child(compile_fn) -> None:
         os._exit(code)  # no atexit handlers, no flush of the parent's buffers, no CUDA teardown
 
 
+def _on_disk(key: str) -> bool:
+    """Triton's on-disk cache holds the kernel of this cache key (`triton.compiler.compile` keeps
+    each kernel's files under the key's hash, listed in a ``__grp__`` file written last)."""
+    from triton.runtime.cache import get_cache_manager
+
+    directory = getattr(get_cache_manager(hashlib.sha256(key.encode("utf-8")).hexdigest()), "cache_dir", None)
+    with contextlib.suppress(OSError, TypeError):
+        return any(name.startswith("__grp__") for name in os.listdir(directory))
+    return False
+
+
 def _launcher(kernel) -> None:
     """Build the launcher of a compiled kernel: a small C module per kernel signature, which
     Triton compiles with the system's C compiler (~0.3 s) and keeps in its cache, at the
@@ -85,19 +108,21 @@ def _launcher(kernel) -> None:
 @contextlib.contextmanager
 def forking():
     """Launches with ``warmup=True`` inside this block compile their missing kernels in forked
-    children and return at once. Does nothing if `enabled()` is false."""
+    children and return at once. Yields the list of the cache keys of the kernels they asked
+    for (filled as the block runs), for `wait` and `busy`. Does nothing if `enabled()` is false."""
+    keys = []
     if not enabled():
-        yield
+        yield keys
         return
     from triton.runtime import _async_compile
 
     with _LOCK:
         _reap()  # children of calls whose backward never came
-    token = _async_compile.active_mode.set(_Forking())
+    token = _async_compile.active_mode.set(_Forking(keys))
     try:
         with warnings.catch_warnings():  # Python 3.12 warns on fork() with threads running
             warnings.simplefilter("ignore", DeprecationWarning)
-            yield
+            yield keys
     finally:
         _async_compile.active_mode.reset(token)
 
@@ -107,13 +132,21 @@ def pending() -> int:
     return len(_CHILDREN)
 
 
-def wait(timeout_s: float = CHILD_TIMEOUT_S) -> None:
-    """Join every child (the kernels they compiled are then in Triton's cache); kill any that
-    has been compiling for more than ``timeout_s`` since its fork."""
+def busy(keys) -> bool:
+    """Some of these kernels (cache keys from `forking`) are still compiling in a child."""
+    with _LOCK:
+        _reap()
+        return any(key in _CHILDREN for key in keys)
+
+
+def wait(keys=None, timeout_s: float = CHILD_TIMEOUT_S) -> None:
+    """Join the children compiling these kernels (cache keys from `forking`; None: every child):
+    what they compiled is then in Triton's cache. Kill any that has been compiling for more than
+    ``timeout_s`` since its fork."""
     while True:
         with _LOCK:
             _reap(timeout_s)
-            if not _CHILDREN:
+            if not any(keys is None or key in keys for key in _CHILDREN):
                 return
         time.sleep(0.002)
 

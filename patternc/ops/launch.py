@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 from dataclasses import replace
 
@@ -29,6 +30,7 @@ MAX_SPLITS = 64  # programs per forward row at most; the split merge loads all o
 PERSISTENT = None  # programs of the warp-specialized forward: None = one per multiprocessor; tests set it
 OVERLAP_DQ = True  # the backward's dQ kernel runs beside its dK/dV kernel, on a second stream
 FUSED_PAIRS = None  # (batch, kv head) pairs per fused backward launch: None = chosen per call; tests set it
+INTERIM = None  # a pass whose kernels compile runs the plan's interim (`_compiling`): None = unless PATTERNC_INTERIM=0
 _INTERPRETER = threading.Lock()
 # Plans whose kernels CUDA graphs captured: a graph replays with the addresses of the plan's
 # tables, so the plan may not die when the plan cache evicts it.
@@ -182,7 +184,16 @@ def _lists(lay, transposed: bool, schedule) -> dict:
 def forward(plan: KernelPlan, q, k, v, scale: float, grads: bool = False):
     """O ``[B, H, Lq, D]`` in q's dtype and the natural-log LSE ``[B, H, Lq]`` (float32).
     ``grads``: a backward is expected; the first time for this call geometry, its kernels
-    start compiling in child processes while this one compiles the forward (`parallel`)."""
+    start compiling in child processes while this one compiles the forward (`parallel`).
+    While the plan's warp-specialized kernels compile, its interim plan runs (`_compiling`)."""
+    if plan.interim is not None:
+        fwd = _compiling(plan, "forward", q, k, v,
+                         lambda: _forward_calls(plan, q, k, v, *_outputs(plan, q, q.device, _meta), scale))
+        if grads:  # a head start for the backward's own kernels
+            _compiling(plan, "backward", q, k, v,
+                       lambda: _backward_calls(plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale))
+        if fwd:
+            return forward(plan.interim, q, k, v, scale, grads)
     out, lse, parts = _outputs(plan, q, q.device, empty)
     calls = _forward_calls(plan, q, k, v, out, lse, parts, scale)
     with _launching(plan, q.device):
@@ -261,7 +272,11 @@ def precompile(plan: KernelPlan, q, k, v, scale: float, device: torch.device, ba
 
 
 def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
-    """dQ, dK, dV (dK and dV summed over each GQA group). ``dlse`` may be None."""
+    """dQ, dK, dV (dK and dV summed over each GQA group). ``dlse`` may be None. While the plan's
+    warp-specialized kernels compile, its interim plan runs (`_compiling`)."""
+    if plan.interim is not None and _compiling(plan, "backward", q, k, v, lambda: _backward_calls(
+            plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale)):
+        return backward(plan.interim, q, k, v, o, lse, do, dlse, scale)
     B, H, Lq, _ = q.shape
     fused = _fused_backward(plan)
     if fused:  # its TMA descriptors need addressable tensors: copy any other (a stride-0 dO, say)
@@ -446,20 +461,49 @@ def _first(plan: KernelPlan, key) -> bool:
     return True
 
 
-def _compile(calls: list, wait: bool) -> None:
+def _compiling(plan: KernelPlan, what: str, q, k, v, calls) -> bool:
+    """True while the kernels of the plan's ``what`` pass ("forward" or "backward") for q, k and
+    v's shapes and strides are compiling in child processes (`parallel`), started here the first
+    time: ``calls()`` gives the pass's launches. The plan's interim (`KernelPlan.interim`: the
+    plain kernels, which compile in ~0.5 s where the warp-specialized ones take 2.5-4.7 s) runs
+    the pass meanwhile, so a new structure's first call does not wait for them. False where
+    `INTERIM` (or the environment's ``PATTERNC_INTERIM=0``) or `parallel` is off, torch's deterministic algorithms are on (a call's result
+    would change with the kernels), and inside a CUDA graph's capture, which waits for them
+    instead (a graph would replay the interim kernels for good)."""
+    key = ("compiling", what, _geometry(q, k, v))
+    keys = plan.launches.get(key)
+    if keys == ():  # compiled, or never compiling here: the plan's own kernels run
+        return False
+    if keys is None:
+        tiered = os.environ.get("PATTERNC_INTERIM", "1") != "0" if INTERIM is None else INTERIM
+        tiered = tiered and parallel.enabled() and not torch.are_deterministic_algorithms_enabled()
+        keys = plan.launches[key] = _compile(calls(), wait=False) if tiered else ()
+    if keys and torch.cuda.is_current_stream_capturing():
+        parallel.wait(keys)
+    if keys and parallel.busy(keys):
+        return True
+    plan.launches[key] = ()
+    return False
+
+
+def _compile(calls: list, wait: bool) -> tuple:
     """Compile the kernels ``calls`` need and Triton lacks, each in a child process, side by side
     (`parallel`). ``wait``: return once they are compiled and loaded here: each is warmed up
     in this process too, which finds the children's work in Triton's cache, and compiles (and
     raises the errors of) whatever a child failed on, or everything where `parallel` is off.
-    Else only start the children (nothing, where it is off)."""
+    Else only start the children (nothing, where it is off). Returns the kernels' Triton cache
+    keys (`parallel.busy`; none where `parallel` is off)."""
+    keys = ()
     if parallel.enabled():
-        with parallel.forking():
+        with parallel.forking() as keys:
             _warm(calls)
+        keys = tuple(keys)
         if not wait:
-            return
-        parallel.wait()
+            return keys
+        parallel.wait(keys)
     if wait:
         _warm(calls)
+    return keys
 
 
 def _warm(calls: list) -> None:
