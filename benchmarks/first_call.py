@@ -2,7 +2,7 @@
 compilation (`patternc.kernels.parallel`).
 
     python benchmarks/first_call.py [--out FILE] [--structure TEXT ...] [--mode parallel]
-    python benchmarks/first_call.py --profile   # a fresh process's first forward, cProfiled
+    python benchmarks/first_call.py --profile [--structure TEXT]   # its first forward, cProfiled
 
 Each (structure, mode) runs in a fresh process with empty Triton and patternc cache
 directories. The process first warms up (CUDA context, imports; a forward of another
@@ -38,19 +38,6 @@ def child(text: str, profile: bool = False) -> None:
         return [torch.randn(2, 16, 4096, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                 for _ in range(3)]
 
-    if profile:  # no warm-up: where a fresh process's first call goes
-        import cProfile
-        import pstats
-
-        q, k, v = inputs()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with cProfile.Profile() as prof:
-            patternc.attention_from(text)(q, k, v)
-            torch.cuda.synchronize()
-        print(f"first forward of a fresh process, cold caches: {time.perf_counter() - t0:.2f} s (under cProfile)")
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
-        return
     with torch.no_grad():
         patternc.attention_from("window(3)")(*inputs())
     x = torch.ones(2, device="cuda", requires_grad=True)
@@ -58,6 +45,17 @@ def child(text: str, profile: bool = False) -> None:
     torch.cuda.synchronize()
     q, k, v = inputs()
     attn = patternc.attention_from(text)
+    if profile:  # after the same warm-up: where the structure's first forward goes
+        import cProfile
+        import pstats
+
+        t0 = time.perf_counter()
+        with cProfile.Profile() as prof:
+            attn(q, k, v)
+            torch.cuda.synchronize()
+        print(f"first forward (with gradients) of {text}: {time.perf_counter() - t0:.2f} s (under cProfile)")
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
+        return
     t0 = time.perf_counter()
     out = attn(q, k, v)
     torch.cuda.synchronize()
@@ -80,7 +78,7 @@ def main():
     parser.add_argument("--structure", action="append", help="a pattern to time (repeatable; default: three)")
     parser.add_argument("--mode", action="append", choices=["serial", "no-interim", "parallel"], help="default: all")
     parser.add_argument("--profile", action="store_true",
-                        help="instead: cProfile the first forward of a fresh process (no warm-up), cold caches")
+                        help="instead: cProfile the first structure's first forward (after the warm-up), cold caches")
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.profile)
@@ -89,7 +87,8 @@ def main():
             os.environ[var] = tempfile.mkdtemp(prefix=var.lower())
         os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                                    os.environ.get("PYTHONPATH", "")])
-        return subprocess.run([sys.executable, __file__, "--child", STRUCTURES[0], "--profile"]).returncode
+        return subprocess.run([sys.executable, __file__, "--child", (args.structure or STRUCTURES)[0],
+                               "--profile"]).returncode
     lines = ["| structure | mode | first forward s | first backward s | forward+backward s | own kernels s |",
              "|---|---|---|---|---|---|"]
     for text in args.structure or STRUCTURES:

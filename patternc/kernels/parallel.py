@@ -30,6 +30,7 @@ import time
 import warnings
 
 CHILD_TIMEOUT_S = 120.0  # a child compiling for longer (since its fork) is killed; the parent compiles
+BACKGROUND_NICE = 10  # added to a background child's nice value (`forking`)
 _LOCK = threading.Lock()  # over the two tables: calls from several threads fork and join here
 _CHILDREN: dict[str, tuple[int, float]] = {}  # Triton's cache key -> (pid, fork time) of its child
 _COMPILED: set[str] = set()  # keys a child compiled (into Triton's cache: no need to fork again)
@@ -49,10 +50,11 @@ def enabled() -> bool:
 class _Forking:
     """Triton's async-compile mode (`triton.runtime._async_compile.active_mode`): Triton calls
     ``submit`` where it would compile, and a launch with ``warmup=True`` returns its result.
-    ``keys`` collects the cache key of every kernel submitted."""
+    ``keys`` collects the cache key of every kernel submitted; ``background``: children compile
+    at a lower CPU priority."""
 
-    def __init__(self, keys: list):
-        self.keys = keys
+    def __init__(self, keys: list, background: bool):
+        self.keys, self.background = keys, background
 
     def submit(self, key, compile_fn, finalize_fn):
         self.keys.append(key)
@@ -67,14 +69,16 @@ class _Forking:
             except OSError:
                 return None
             if pid == 0:
-                _child(compile_fn)
+                _child(compile_fn, self.background)
             _CHILDREN[key] = pid, time.monotonic()
         return None  # no kernel object: the parent's own launch loads the compiled kernel
 
 
-def _child(compile_fn) -> None:
+def _child(compile_fn, background: bool) -> None:
     code = 1
     try:
+        if background:
+            os.nice(BACKGROUND_NICE)
         kernel = compile_fn()
         if hasattr(kernel, "metadata"):  # also its launcher (see `_launcher`)
             _launcher(kernel)
@@ -106,10 +110,12 @@ def _launcher(kernel) -> None:
 
 
 @contextlib.contextmanager
-def forking():
+def forking(background: bool = False):
     """Launches with ``warmup=True`` inside this block compile their missing kernels in forked
     children and return at once. Yields the list of the cache keys of the kernels they asked
-    for (filled as the block runs), for `wait` and `busy`. Does nothing if `enabled()` is false."""
+    for (filled as the block runs), for `wait` and `busy`. ``background``: the children yield
+    the CPU to other work (kernels that calls wait for, compiled meanwhile). Does nothing if
+    `enabled()` is false."""
     keys = []
     if not enabled():
         yield keys
@@ -118,7 +124,7 @@ def forking():
 
     with _LOCK:
         _reap()  # children of calls whose backward never came
-    token = _async_compile.active_mode.set(_Forking(keys))
+    token = _async_compile.active_mode.set(_Forking(keys, background))
     try:
         with warnings.catch_warnings():  # Python 3.12 warns on fork() with threads running
             warnings.simplefilter("ignore", DeprecationWarning)
