@@ -79,14 +79,14 @@ def _cmd_compile(args) -> int:
     pattern = _read_pattern(args)
     import torch
 
-    from .ir import top_terms
+    from .kernels.cache import hopper_supported
     from .plan import tiles_and_layout
 
     options = {k: v for k, v in (("block_m", args.block_m), ("block_n", args.block_n)) if v is not None}
-    terms = top_terms(pattern.optimized)  # the tree the kernels run
     fwd, bwd, lay = tiles_and_layout(lambda m, n: pattern.layout(args.seq_len, args.kv_len, m, n), args.device,
                                      getattr(torch, args.dtype), args.head_dim, options,
-                                     specializable=len(terms) == 1)  # on an H100 (sm_90)
+                                     specializable=hopper_supported())  # on an H100 (sm_90)
+    live = lay.partial_terms | pattern.layout(args.seq_len, args.kv_len, bwd.block_m, bwd.block_n).partial_terms
     tiles = lay.num_q_blocks * lay.num_kv_blocks
     out = sys.stderr if args.emit == "-" else sys.stdout  # keep stdout for the source
     print(f"pattern   {pattern}", file=out)
@@ -118,14 +118,14 @@ def _cmd_compile(args) -> int:
     if args.emit is not None:
         from .kernels.emit import generate
 
-        text = emit_text(pattern, args.seq_len, args.kv_len)
+        text = emit_text(pattern, args.seq_len, args.kv_len, live)
         if args.emit == "-":
             sys.stdout.write(text)
         else:
             directory = Path(args.emit)
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                path = directory / f"{generate(pattern.optimized).module_name}.py"
+                path = directory / f"{generate(pattern.optimized, live).module_name}.py"
                 if path.exists() and path.read_text(encoding="utf-8") != text:
                     raise PatterncError(f"'{path}' already holds the kernel of another pattern or length of the "
                                         "same structure; emit into another directory")
@@ -136,12 +136,13 @@ def _cmd_compile(args) -> int:
     return 0
 
 
-def emit_text(pattern: Pattern, q_len: int, kv_len: int | None) -> str:
+def emit_text(pattern: Pattern, q_len: int, kv_len: int | None, live: int | None = None) -> str:
     """What `compile --emit` writes: a preamble naming the pattern and its PARAMS at these
-    lengths, then the exact cached mask module."""
+    lengths, then the exact cached mask module (``live``: the terms partial in the plan's
+    layouts, `emit.generate`)."""
     from .kernels.emit import generate, params
 
-    src = generate(pattern.optimized)
+    src = generate(pattern.optimized, live)
     ctx = pattern.resolve(q_len, kv_len, optimized=True)
     values = params(ctx)
     tables = f" + {values.numel() - src.scalars} table entries" if values.numel() > src.scalars else ""

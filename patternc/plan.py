@@ -277,7 +277,7 @@ class KernelPlan:
     device: torch.device
     dtype: torch.dtype
     head_dim: int
-    source: KernelSource  # the generated mask module of pattern.optimized
+    source: KernelSource  # the generated mask module of pattern.optimized, for the terms partial in its layouts
     fwd: TileConfig
     bwd: TileConfig
     fwd_layout: BlockLayout  # at the forward tile (rows: fwd.block_m // pack queries), on the device
@@ -389,11 +389,12 @@ def _plan(pattern, q_len, kv_len, q_offset, device, dtype, head_dim, options, gr
         return layouts[block_m, block_n]
 
     major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
-    hopper, source = major >= 9, generate(ctx.root)
+    hopper = major >= 9
     # the warp-specialized forward only where it was measured and golden-tested: sm_90, Triton 3.6
     fwd, bwd, lay = tiles_and_layout(layout_at, device.type, dtype, head_dim, dict(options), group, hopper,
                                      specializable=major == 9 and hopper_supported(), deterministic=deterministic)
     back = layout_at(bwd.block_m, bwd.block_n)
+    source = generate(ctx.root, lay.partial_terms | back.partial_terms)  # the terms the kernels may meet partial
     rows = lay.full.counts + lay.partial.counts
     tables = (lay, back, params(ctx), Schedule.of(rows), Schedule.of(back.full.counts + back.partial.counts),
               Schedule.of(back.full_t.counts + back.partial_t.counts))

@@ -268,6 +268,26 @@ def test_same_structure_shares_one_kernel_module():
     assert path.read_text() == a.text and mask.fn.__code__.co_filename == str(path)
 
 
+def test_terms_partial_on_no_tile_are_left_out_of_the_mask():
+    """A plan's mask module holds only the top-level terms partial on some tile of its layouts:
+    at 32x32 tiles (the CPU's) `global(0:64)` and `random(2, block=64)` are full or empty on
+    every tile, so the module is the window's alone and reads no TAGS; at 128x32 tiles the
+    global rows and random blocks cut tiles and all three are back. Both compute the pattern,
+    forward and gradients."""
+    from patternc.plan import plan_for
+
+    text = "global(0:64) + window(5) + random(2, block=64)"
+    pattern = patternc.parse(text)
+    plan = plan_for(pattern, 256, 256, None, torch.device(DEVICE), torch.float32, 32, {})
+    assert (plan.fwd.block_m, plan.fwd.block_n, plan.bwd.block_m, plan.bwd.block_n) == (32, 32, 32, 32)
+    assert not plan.source.tagged and plan.source.text.count("(left out)") == 2, plan.source.text
+    assert plan.source.scalars == emit.generate(pattern.optimized).scalars  # PARAMS keep every term's slots
+    cut = plan_for(pattern, 256, 256, None, torch.device(DEVICE), torch.float32, 32, dict(block_m=128, block_n=32))
+    assert cut.source.tagged and "(left out)" not in cut.source.text, cut.source.text
+    run_case(text, lq=256, d=32, block=None)
+    run_case(text, lq=256, d=32, block=(128, 32))
+
+
 def test_plans_are_cached_process_wide_and_bounded():
     """Modules hold no plans (they copy and pickle); one bounded LRU serves every module."""
     import copy

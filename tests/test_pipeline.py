@@ -172,6 +172,14 @@ def test_codegen_guards_each_top_level_term_by_its_tag_bit():
     atom = emit.generate(patternc.parse("window(5)").optimized)
     assert "TAGS &" not in atom.text and "return m" in atom.text
     compile(src.text, "<generated>", "exec")
+    # live terms (`BlockLayout.partial_terms`): the others' code is left out, their PARAMS slots stay
+    two = emit.generate(root, 0b101)
+    assert two.tagged and "if (TAGS & 2)" not in two.text and "term 1: random: partial on no tile" in two.text
+    one = emit.generate(root, 0b100)
+    assert not one.tagged and "TAGS &" not in one.text and one.scalars == src.scalars and one.digest != src.digest
+    reads = {int(x) for x in __import__("re").findall(r"tl\.load\(PARAMS \+ (\d+)\)", one.text)}
+    assert reads and reads < set(range(src.scalars))  # the window's own slots, where the full module reads them
+    compile(one.text, "<generated>", "exec")
 
 
 @pytest.mark.parametrize("text", PATTERNS)

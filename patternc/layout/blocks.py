@@ -76,6 +76,16 @@ class BlockLayout:
     q_offset: int = 0
     _count_partial: Callable[[torch.Tensor, torch.Tensor], int] | None = field(default=None, compare=False, repr=False)
 
+    @functools.cached_property
+    def partial_terms(self) -> int:
+        """Bit t set when top-level term t of the pattern is partial on some partial tile (the OR
+        of their tags; for a one-term pattern 1 where any tile is partial)."""
+        tags = self.partial.tags
+        bits = 0
+        for value in ([] if tags is None else torch.unique(tags).tolist()):
+            bits |= value
+        return bits
+
     @property
     def num_q_blocks(self) -> int:
         return -(-self.q_len // self.block_m)
