@@ -128,7 +128,7 @@ def test_a_pass_runs_the_interim_kernels_while_its_own_compile(monkeypatch, tmp_
     started, children = [], {"k1"}
     monkeypatch.setattr(launch, "INTERIM", True)
     monkeypatch.setattr(parallel, "enabled", lambda: True)
-    monkeypatch.setattr(launch, "_compile", lambda calls, wait, background: (started.append(calls), ("k1", "k2"))[1])
+    monkeypatch.setattr(launch, "_compile", lambda calls, wait, nice: (started.append(calls), ("k1", "k2"))[1])
     monkeypatch.setattr(parallel, "busy", lambda keys: bool(children & set(keys)))
     monkeypatch.setattr(parallel, "wait", lambda keys: children.difference_update(keys))
     capturing = []

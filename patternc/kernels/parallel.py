@@ -30,7 +30,11 @@ import time
 import warnings
 
 CHILD_TIMEOUT_S = 120.0  # a child compiling for longer (since its fork) is killed; the parent compiles
-BACKGROUND_NICE = 10  # added to a background child's nice value (`forking`)
+# CPU priority (added to the nice value) of children compiling kernels a call will wait for
+# (the backward's, during the first forward), and of those compiling in the background while
+# calls run other kernels (`patternc.ops.launch._compiling`): the calling process's own
+# compile goes first, then the former (NOTES.md v17 steps 3 and 7).
+SOON_NICE, BACKGROUND_NICE = 5, 10
 _LOCK = threading.Lock()  # over the two tables: calls from several threads fork and join here
 _CHILDREN: dict[str, tuple[int, float]] = {}  # Triton's cache key -> (pid, fork time) of its child
 _COMPILED: set[str] = set()  # keys a child compiled (into Triton's cache: no need to fork again)
@@ -50,11 +54,11 @@ def enabled() -> bool:
 class _Forking:
     """Triton's async-compile mode (`triton.runtime._async_compile.active_mode`): Triton calls
     ``submit`` where it would compile, and a launch with ``warmup=True`` returns its result.
-    ``keys`` collects the cache key of every kernel submitted; ``background``: children compile
-    at a lower CPU priority."""
+    ``keys`` collects the cache key of every kernel submitted; ``nice``: the children's CPU
+    priority, added to the nice value."""
 
-    def __init__(self, keys: list, background: bool):
-        self.keys, self.background = keys, background
+    def __init__(self, keys: list, nice: int):
+        self.keys, self.nice = keys, nice
 
     def submit(self, key, compile_fn, finalize_fn):
         self.keys.append(key)
@@ -69,16 +73,16 @@ class _Forking:
             except OSError:
                 return None
             if pid == 0:
-                _child(compile_fn, self.background)
+                _child(compile_fn, self.nice)
             _CHILDREN[key] = pid, time.monotonic()
         return None  # no kernel object: the parent's own launch loads the compiled kernel
 
 
-def _child(compile_fn, background: bool) -> None:
+def _child(compile_fn, nice: int) -> None:
     code = 1
     try:
-        if background:
-            os.nice(BACKGROUND_NICE)
+        if nice:
+            os.nice(nice)
         kernel = compile_fn()
         if hasattr(kernel, "metadata"):  # also its launcher (see `_launcher`)
             _launcher(kernel)
@@ -110,11 +114,11 @@ def _launcher(kernel) -> None:
 
 
 @contextlib.contextmanager
-def forking(background: bool = False):
+def forking(nice: int = 0):
     """Launches with ``warmup=True`` inside this block compile their missing kernels in forked
     children and return at once. Yields the list of the cache keys of the kernels they asked
-    for (filled as the block runs), for `wait` and `busy`. ``background``: the children yield
-    the CPU to other work (kernels that calls wait for, compiled meanwhile). Does nothing if
+    for (filled as the block runs), for `wait` and `busy`. ``nice``: the children's CPU
+    priority (`SOON_NICE`, `BACKGROUND_NICE`), below this process's. Does nothing if
     `enabled()` is false."""
     keys = []
     if not enabled():
@@ -124,7 +128,7 @@ def forking(background: bool = False):
 
     with _LOCK:
         _reap()  # children of calls whose backward never came
-    token = _async_compile.active_mode.set(_Forking(keys, background))
+    token = _async_compile.active_mode.set(_Forking(keys, nice))
     try:
         with warnings.catch_warnings():  # Python 3.12 warns on fork() with threads running
             warnings.simplefilter("ignore", DeprecationWarning)

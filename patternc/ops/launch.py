@@ -199,7 +199,8 @@ def forward(plan: KernelPlan, q, k, v, scale: float, grads: bool = False):
     with _launching(plan, q.device):
         if grads and _first(plan, ("compile backward", calls[0][2])):
             with contextlib.suppress(Exception):  # a head start only: the backward compiles what this misses
-                _compile(_backward_calls(plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale), wait=False)
+                _compile(_backward_calls(plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale), wait=False,
+                         nice=parallel.SOON_NICE)
         for kernel, programs, geometry, tensors, args in calls:
             _launch(kernel, programs, plan, geometry, tensors, args)
     return out, lse
@@ -477,7 +478,7 @@ def _compiling(plan: KernelPlan, what: str, q, k, v, calls) -> bool:
     if keys is None:
         tiered = os.environ.get("PATTERNC_INTERIM", "1") != "0" if INTERIM is None else INTERIM
         tiered = tiered and parallel.enabled() and not torch.are_deterministic_algorithms_enabled()
-        keys = plan.launches[key] = _compile(calls(), wait=False, background=True) if tiered else ()
+        keys = plan.launches[key] = _compile(calls(), wait=False, nice=parallel.BACKGROUND_NICE) if tiered else ()
     if keys and torch.cuda.is_current_stream_capturing():
         parallel.wait(keys)
     if keys and parallel.busy(keys):
@@ -486,17 +487,17 @@ def _compiling(plan: KernelPlan, what: str, q, k, v, calls) -> bool:
     return False
 
 
-def _compile(calls: list, wait: bool, background: bool = False) -> tuple:
+def _compile(calls: list, wait: bool, nice: int = 0) -> tuple:
     """Compile the kernels ``calls`` need and Triton lacks, each in a child process, side by side
     (`parallel`). ``wait``: return once they are compiled and loaded here: each is warmed up
     in this process too, which finds the children's work in Triton's cache, and compiles (and
     raises the errors of) whatever a child failed on, or everything where `parallel` is off.
-    Else only start the children (nothing, where it is off); ``background``: at a lower CPU
-    priority (kernels the interim's run meanwhile). Returns the kernels' Triton cache keys
+    Else only start the children (nothing, where it is off); ``nice``: their CPU priority
+    (`parallel.forking`). Returns the kernels' Triton cache keys
     (`parallel.busy`; none where `parallel` is off)."""
     keys = ()
     if parallel.enabled():
-        with parallel.forking(background) as keys:
+        with parallel.forking(nice) as keys:
             _warm(calls)
         keys = tuple(keys)
         if not wait:
