@@ -296,8 +296,8 @@ class KernelPlan:
 
     @functools.cached_property
     def interim(self) -> KernelPlan | None:
-        """The same call's plan with the plain kernels (tiles of 64x64), which compile in ~0.5 s
-        where the warp-specialized ones take 2.5-4.7 s: a new structure's first calls run it while
+        """The same call's plan with the plain kernels (tiles of 64x64), which compile in ~1 s
+        where the warp-specialized ones take 2.5-5.5 s: a new structure's first calls run it while
         this plan's own kernels compile in child processes (`patternc.ops.launch._compiling`).
         None where this plan has no warp-specialized kernel."""
         if self.interpret or not (self.fwd.warp_specialize or self.bwd.warp_specialize):

@@ -379,6 +379,39 @@ def test_first_calls_run_the_interim_kernels_while_the_plans_own_compile(monkeyp
     print(f"ok  interim kernels: first call {first}, then {ran}")
 
 
+def test_a_cuda_graph_captured_while_the_plans_kernels_compile_waits_for_them(monkeypatch, tmp_path):
+    """A call inside a CUDA graph's capture (torch.cuda.graph: global capture mode) right after a
+    first call that ran the interim kernels: the capture waits for the plan's own kernels and
+    records them (a graph keeps what it captured), and its replays are right."""
+    from patternc.ops import launch
+
+    monkeypatch.setattr(launch, "INTERIM", True)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    pattern = "(causal + global(0:3)) & window(left=4095, right=0)"  # a structure no other test has
+    ran, real = [], launch._launch
+    monkeypatch.setattr(launch, "_launch", lambda kernel, *a: (ran.append(kernel.__name__), real(kernel, *a))[-1])
+    attn = patternc.attention_from(pattern)
+    q, k, v = (torch.randn(1, 2, 4096, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # the warm-up torch's CUDA graph docs ask for
+        attn(q, k, v)
+    torch.cuda.current_stream().wait_stream(side)
+    assert ran[0] == "attn_fwd", ran  # the interim forward
+    ran.clear()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = attn(q, k, v)
+    assert "attn_fwd_ws" in ran and "attn_fwd" not in ran, ran
+    for replay in range(2):
+        q.copy_(torch.randn_like(q))
+        ref, _ = dense_attention(q, k, v, patternc.parse(pattern).dense_mask(4096, 4096, device="cuda"), 128 ** -0.5)
+        out.fill_(float("nan"))
+        graph.replay()
+        assert rel_err(out, ref) < 1e-2, replay
+    print(f"ok  capture after an interim call: {ran}")
+
+
 def test_precompiled_kernels_leave_nothing_to_compile(monkeypatch, tmp_path):
     """`patternc.precompile` (and `patternc compile --build`) put every kernel of a call and its
     backward into Triton's cache: the first call of that structure then compiles nothing (no

@@ -2,6 +2,7 @@
 hook. Here with stand-in compile functions (a CPU machine compiles nothing); tests/test_gpu.py
 checks the real thing (the backward's kernels in Triton's cache before the backward runs)."""
 
+import contextlib
 import os
 import time
 
@@ -133,6 +134,7 @@ def test_a_pass_runs_the_interim_kernels_while_its_own_compile(monkeypatch, tmp_
     monkeypatch.setattr(parallel, "wait", lambda keys: children.difference_update(keys))
     capturing = []
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: bool(capturing))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())  # CPU tensors here
     assert launch._compiling(plan, "forward", q, q, q, lambda: "calls")
     assert launch._compiling(plan, "forward", q, q, q, lambda: "again")  # still compiling: no second start
     assert started == ["calls"]

@@ -466,21 +466,23 @@ def _compiling(plan: KernelPlan, what: str, q, k, v, calls) -> bool:
     """True while the kernels of the plan's ``what`` pass ("forward" or "backward") for q, k and
     v's shapes and strides are compiling in child processes (`parallel`), started here the first
     time: ``calls()`` gives the pass's launches. The plan's interim (`KernelPlan.interim`: the
-    plain kernels, which compile in ~0.5 s where the warp-specialized ones take 2.5-4.7 s) runs
+    plain kernels, which compile in ~1 s where the warp-specialized ones take 2.5-5.5 s) runs
     the pass meanwhile, so a new structure's first call does not wait for them. False where
-    `INTERIM` (or the environment's ``PATTERNC_INTERIM=0``) or `parallel` is off, torch's deterministic algorithms are on (a call's result
-    would change with the kernels), and inside a CUDA graph's capture, which waits for them
-    instead (a graph would replay the interim kernels for good)."""
+    `INTERIM` (or the environment's ``PATTERNC_INTERIM=0``) or `parallel` is off, where torch's
+    deterministic algorithms are on (a call's result would change with the kernels), and
+    inside a CUDA graph's capture, which waits for them instead (a graph would replay the
+    interim kernels for good)."""
     key = ("compiling", what, _geometry(q, k, v))
     keys = plan.launches.get(key)
     if keys == ():  # compiled, or never compiling here: the plan's own kernels run
         return False
-    if keys is None:
-        tiered = os.environ.get("PATTERNC_INTERIM", "1") != "0" if INTERIM is None else INTERIM
-        tiered = tiered and parallel.enabled() and not torch.are_deterministic_algorithms_enabled()
-        keys = plan.launches[key] = _compile(calls(), wait=False, nice=parallel.BACKGROUND_NICE) if tiered else ()
-    if keys and torch.cuda.is_current_stream_capturing():
-        parallel.wait(keys)
+    with torch.cuda.device(q.device):  # Triton compiles for (and a graph captures on) the current device
+        if keys is None:
+            tiered = os.environ.get("PATTERNC_INTERIM", "1") != "0" if INTERIM is None else INTERIM
+            tiered = tiered and parallel.enabled() and not torch.are_deterministic_algorithms_enabled()
+            keys = plan.launches[key] = _compile(calls(), wait=False, nice=parallel.BACKGROUND_NICE) if tiered else ()
+        if keys and torch.cuda.is_current_stream_capturing():
+            parallel.wait(keys)
     if keys and parallel.busy(keys):
         return True
     plan.launches[key] = ()
