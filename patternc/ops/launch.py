@@ -463,16 +463,17 @@ def _first(plan: KernelPlan, key) -> bool:
 
 
 def _compiling(plan: KernelPlan, what: str, q, k, v, calls) -> bool:
-    """True while the kernels of the plan's ``what`` pass ("forward" or "backward") for q, k and
-    v's shapes and strides are compiling in child processes (`parallel`), started here the first
-    time: ``calls()`` gives the pass's launches. The plan's interim (`KernelPlan.interim`: the
+    """True while the kernels of the plan's ``what`` pass ("forward" or "backward") are compiling
+    in child processes (`parallel`), started here on the plan's first call (for its q, k and
+    v's shapes and strides; a later call of other strides compiles its variant as it launches,
+    as without this): ``calls()`` gives the pass's launches. The plan's interim (`KernelPlan.interim`: the
     plain kernels, which compile in ~1 s where the warp-specialized ones take 2.5-5.5 s) runs
     the pass meanwhile, so a new structure's first call does not wait for them. False where
     `INTERIM` (or the environment's ``PATTERNC_INTERIM=0``) or `parallel` is off, where torch's
     deterministic algorithms are on (a call's result would change with the kernels), and
     inside a CUDA graph's capture, which waits for them instead (a graph would replay the
     interim kernels for good)."""
-    key = ("compiling", what, _geometry(q, k, v))
+    key = ("compiling", what)  # not per geometry: each call pays this lookup (a geometry costs ~7 us)
     keys = plan.launches.get(key)
     if keys == ():  # compiled, or never compiling here: the plan's own kernels run
         return False
