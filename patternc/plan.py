@@ -294,13 +294,18 @@ class KernelPlan:
     group: int = 1  # query heads per kv head
     launches: dict = field(default_factory=dict, init=False, compare=False, repr=False)  # patternc.ops.launch
 
+    @property
+    def specialized(self) -> bool:
+        """It runs a warp-specialized kernel (hopper.py), forward or backward: it has an `interim`."""
+        return not self.interpret and bool(self.fwd.warp_specialize or self.bwd.warp_specialize)
+
     @functools.cached_property
     def interim(self) -> KernelPlan | None:
         """The same call's plan with the plain kernels (tiles of 64x64), which compile in ~1 s
         where the warp-specialized ones take 2.5-5.5 s: a new structure's first calls run it while
         this plan's own kernels compile in child processes (`patternc.ops.launch._compiling`).
-        None where this plan has no warp-specialized kernel."""
-        if self.interpret or not (self.fwd.warp_specialize or self.bwd.warp_specialize):
+        Built when first asked for; None where this plan is not `specialized`."""
+        if not self.specialized:
             return None
         plain = {name: value for name, value in self.options if name != "fwd_persistent"}
         return plan_for(self.pattern, self.q_len, self.kv_len, self.q_offset, self.device, self.dtype,

@@ -186,7 +186,7 @@ def forward(plan: KernelPlan, q, k, v, scale: float, grads: bool = False):
     ``grads``: a backward is expected; the first time for this call geometry, its kernels
     start compiling in child processes while this one compiles the forward (`parallel`).
     While the plan's warp-specialized kernels compile, its interim plan runs (`_compiling`)."""
-    if plan.interim is not None:
+    if plan.specialized:  # (its interim plan is built only if a call runs it)
         fwd = _compiling(plan, "forward", q, k, v,
                          lambda: _forward_calls(plan, q, k, v, *_outputs(plan, q, q.device, _meta), scale))
         if grads:  # a head start for the backward's own kernels
@@ -275,7 +275,7 @@ def precompile(plan: KernelPlan, q, k, v, scale: float, device: torch.device, ba
 def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     """dQ, dK, dV (dK and dV summed over each GQA group). ``dlse`` may be None. While the plan's
     warp-specialized kernels compile, its interim plan runs (`_compiling`)."""
-    if plan.interim is not None and _compiling(plan, "backward", q, k, v, lambda: _backward_calls(
+    if plan.specialized and _compiling(plan, "backward", q, k, v, lambda: _backward_calls(
             plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale)):
         return backward(plan.interim, q, k, v, o, lse, do, dlse, scale)
     B, H, Lq, _ = q.shape
