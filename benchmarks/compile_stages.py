@@ -82,8 +82,7 @@ def offline(pattern: str, n: int, options: dict, d: int = 128, kv_heads: int = 1
     q = torch.empty(2, 16, n, d, dtype=torch.bfloat16, device="meta")
     k, v = (torch.empty(2, kv_heads, n, d, dtype=torch.bfloat16, device="meta") for _ in range(2))
     scale = d ** -0.5
-    calls = launch._forward_calls(plan, q, k, v, *launch._outputs(plan, q, device, launch._meta), scale)
-    launch._warm(calls + launch._backward_calls(plan, q, k, v, *launch._stand_ins(plan, q, k, v), None, scale))
+    launch._warm(launch._forward_warmups(plan, q, k, v, scale, device) + launch._backward_warmups(plan, q, k, v, scale))
     print(f"pattern: {pattern}  n={n}  bf16 D={d} {16 // kv_heads} query heads per K/V head, compiled here for sm_90")
     for name, t in ROWS:
         kernel = t.pop("kernel")

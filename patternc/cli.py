@@ -86,7 +86,6 @@ def _cmd_compile(args) -> int:
     fwd, bwd, lay = tiles_and_layout(lambda m, n: pattern.layout(args.seq_len, args.kv_len, m, n), args.device,
                                      getattr(torch, args.dtype), args.head_dim, options,
                                      specializable=hopper_supported())  # on an H100 (sm_90)
-    live = lay.partial_terms | pattern.layout(args.seq_len, args.kv_len, bwd.block_m, bwd.block_n).partial_terms
     tiles = lay.num_q_blocks * lay.num_kv_blocks
     out = sys.stderr if args.emit == "-" else sys.stdout  # keep stdout for the source
     print(f"pattern   {pattern}", file=out)
@@ -118,6 +117,8 @@ def _cmd_compile(args) -> int:
     if args.emit is not None:
         from .kernels.emit import generate
 
+        # the terms partial on some tile of the forward's or the backward's layout (as the plan's module)
+        live = lay.partial_terms | pattern.layout(args.seq_len, args.kv_len, bwd.block_m, bwd.block_n).partial_terms
         text = emit_text(pattern, args.seq_len, args.kv_len, live)
         if args.emit == "-":
             sys.stdout.write(text)

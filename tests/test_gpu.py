@@ -76,15 +76,26 @@ WARP_SPECIALIZED = dict(fwd_warp_specialize=1, bwd_warp_specialize=0)  # hopper.
 FUSED = dict(fwd_warp_specialize=1, bwd_warp_specialize=1)  # and hopper.py's fused backward
 
 
-@pytest.fixture
-def gluon_calls(monkeypatch):
-    """The names of hopper.py's kernels the launches ran, in order, one per launch."""
+def _recorded(monkeypatch, keep=lambda name: True) -> list:
+    """The names of the kernels the launches run (those ``keep`` passes), in order, one per launch."""
     from patternc.ops import launch
 
     ran, real = [], launch._launch
     monkeypatch.setattr(launch, "_launch", lambda kernel, *a: (
-        ran.append(kernel.__name__) if kernel.__name__.endswith("_ws") else None, real(kernel, *a))[-1])
+        ran.append(kernel.__name__) if keep(kernel.__name__) else None, real(kernel, *a))[-1])
     return ran
+
+
+@pytest.fixture
+def gluon_calls(monkeypatch):
+    """The names of hopper.py's kernels the launches ran, in order, one per launch."""
+    return _recorded(monkeypatch, lambda name: name.endswith("_ws"))
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """The names of every kernel the launches ran, in order, one per launch."""
+    return _recorded(monkeypatch)
 
 
 @pytest.mark.parametrize("pattern,lq,lk,hq,hkv,dtype,q_offset", [
@@ -346,9 +357,9 @@ def test_backward_kernels_compile_in_children_during_the_forward(monkeypatch, tm
     print(f"ok  parallel compile: {sorted(cubins)}")
 
 
-def test_first_calls_run_the_interim_kernels_while_the_plans_own_compile(monkeypatch, tmp_path):
+def test_first_calls_run_the_interim_kernels_while_the_plans_own_compile(monkeypatch, tmp_path, launched):
     """A never-seen structure whose plan has warp-specialized kernels (2.5-4.7 s to compile): its
-    first forward runs the plan's interim plain kernels (~0.5 s) while children compile the
+    first forward runs the plan's interim plain kernels (~1 s to compile) while children compile the
     plan's own, and once those are done the calls run them. Every call matches the dense
     reference, forward and gradients."""
     from patternc.kernels import parallel
@@ -360,8 +371,6 @@ def test_first_calls_run_the_interim_kernels_while_the_plans_own_compile(monkeyp
     plan = plan_for(patternc.parse(pattern), 4096, 4096, None, torch.device("cuda"), torch.bfloat16, 128, {})
     assert plan.fwd.warp_specialize and plan.bwd.warp_specialize, plan
     assert not plan.interim.fwd.warp_specialize and not plan.interim.bwd.warp_specialize, plan.interim
-    ran, real = [], launch._launch
-    monkeypatch.setattr(launch, "_launch", lambda kernel, *a: (ran.append(kernel.__name__), real(kernel, *a))[-1])
     attn = patternc.attention_from(pattern)
     for call in range(2):
         q, k, v = (torch.randn(1, 2, 4096, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -371,15 +380,16 @@ def test_first_calls_run_the_interim_kernels_while_the_plans_own_compile(monkeyp
         grads = torch.autograd.grad(out, (q, k, v), d_out)
         assert_like_dense(pattern, q, k, v, out, grads, d_out, f"call {call}")
         if call == 0:
-            assert ran[0] == "attn_fwd", ran  # the interim forward
-            first = list(ran)
+            assert launched[0] == "attn_fwd", launched  # the interim forward
+            first = list(launched)
             parallel.wait()
-            ran.clear()
-    assert {"attn_fwd_ws", "attn_bwd_ws"} <= set(ran) and "attn_fwd" not in ran, ran  # (split rows: attn_merge)
-    print(f"ok  interim kernels: first call {first}, then {ran}")
+            launched.clear()
+    # the plan's own kernels (split rows add attn_merge)
+    assert {"attn_fwd_ws", "attn_bwd_ws"} <= set(launched) and "attn_fwd" not in launched, launched
+    print(f"ok  interim kernels: first call {first}, then {launched}")
 
 
-def test_a_cuda_graph_captured_while_the_plans_kernels_compile_waits_for_them(monkeypatch, tmp_path):
+def test_a_cuda_graph_captured_while_the_plans_kernels_compile_waits_for_them(monkeypatch, tmp_path, launched):
     """A call inside a CUDA graph's capture (torch.cuda.graph: global capture mode) right after a
     first call that ran the interim kernels: the capture waits for the plan's own kernels and
     records them (a graph keeps what it captured), and its replays are right."""
@@ -388,8 +398,6 @@ def test_a_cuda_graph_captured_while_the_plans_kernels_compile_waits_for_them(mo
     monkeypatch.setattr(launch, "INTERIM", True)
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     pattern = "(causal + global(0:2, 7:9)) & window(left=4095, right=0)"  # a structure no other test has
-    ran, real = [], launch._launch
-    monkeypatch.setattr(launch, "_launch", lambda kernel, *a: (ran.append(kernel.__name__), real(kernel, *a))[-1])
     attn = patternc.attention_from(pattern)
     q, k, v = (torch.randn(1, 2, 4096, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     side = torch.cuda.Stream()
@@ -397,19 +405,19 @@ def test_a_cuda_graph_captured_while_the_plans_kernels_compile_waits_for_them(mo
     with torch.cuda.stream(side):  # the warm-up torch's CUDA graph docs ask for
         attn(q, k, v)
     torch.cuda.current_stream().wait_stream(side)
-    assert ran[0] == "attn_fwd", ran  # the interim forward
-    ran.clear()
+    assert launched[0] == "attn_fwd", launched  # the interim forward
+    launched.clear()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = attn(q, k, v)
-    assert "attn_fwd_ws" in ran and "attn_fwd" not in ran, ran
+    assert "attn_fwd_ws" in launched and "attn_fwd" not in launched, launched
     for replay in range(2):
         q.copy_(torch.randn_like(q))
         ref, _ = dense_attention(q, k, v, patternc.parse(pattern).dense_mask(4096, 4096, device="cuda"), 128 ** -0.5)
         out.fill_(float("nan"))
         graph.replay()
         assert rel_err(out, ref) < 1e-2, replay
-    print(f"ok  capture after an interim call: {ran}")
+    print(f"ok  capture after an interim call: {launched}")
 
 
 def test_precompiled_kernels_leave_nothing_to_compile(monkeypatch, tmp_path):

@@ -543,8 +543,8 @@ def test_launch_calls_give_each_kernel_exactly_its_arguments(monkeypatch, hq, hk
     plan = plan_for(patternc.parse(LECTURE_SMALL), lq, 70, None, torch.device(DEVICE), torch.float32, 16, {},
                     hq // hkv)
     cache.prepare(interpret=True)
-    calls = launch._forward_calls(plan, q, k, v, *launch._outputs(plan, q, torch.device(DEVICE), launch._meta), 0.25)
-    calls += launch._backward_calls(plan, q, k, v, *launch._stand_ins(plan, q, k, v), None, 0.25)
+    calls = launch._forward_warmups(plan, q, k, v, 0.25, torch.device(DEVICE))
+    calls += launch._backward_warmups(plan, q, k, v, 0.25)
     names = [kernel.fn.__name__ for kernel, *_ in calls]
     assert names == ["attn_fwd"] + ["attn_merge"] * (lq == 1) + ["attn_bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq"]
     for kernel, programs, geometry, tensors, args in calls:

@@ -187,11 +187,9 @@ def forward(plan: KernelPlan, q, k, v, scale: float, grads: bool = False):
     start compiling in child processes while this one compiles the forward (`parallel`).
     While the plan's warp-specialized kernels compile, its interim plan runs (`_compiling`)."""
     if plan.specialized:  # (its interim plan is built only if a call runs it)
-        fwd = _compiling(plan, "forward", q, k, v,
-                         lambda: _forward_calls(plan, q, k, v, *_outputs(plan, q, q.device, _meta), scale))
+        fwd = _compiling(plan, "forward", q, k, v, lambda: _forward_warmups(plan, q, k, v, scale, q.device))
         if grads:  # a head start for the backward's own kernels
-            _compiling(plan, "backward", q, k, v,
-                       lambda: _backward_calls(plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale))
+            _compiling(plan, "backward", q, k, v, lambda: _backward_warmups(plan, q, k, v, scale))
         if fwd:
             return forward(plan.interim, q, k, v, scale, grads)
     out, lse, parts = _outputs(plan, q, q.device, empty)
@@ -199,8 +197,7 @@ def forward(plan: KernelPlan, q, k, v, scale: float, grads: bool = False):
     with _launching(plan, q.device):
         if grads and _first(plan, ("compile backward", calls[0][2])):
             with contextlib.suppress(Exception):  # a head start only: the backward compiles what this misses
-                _compile(_backward_calls(plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale), wait=False,
-                         nice=parallel.SOON_NICE)
+                _compile(_backward_warmups(plan, q, k, v, scale), wait=False, nice=parallel.SOON_NICE)
         for kernel, programs, geometry, tensors, args in calls:
             _launch(kernel, programs, plan, geometry, tensors, args)
     return out, lse
@@ -265,9 +262,9 @@ def precompile(plan: KernelPlan, q, k, v, scale: float, device: torch.device, ba
     ``k``, ``v`` launches on ``device``, and with ``backward`` its backward's, side by side in
     child processes (`parallel`; one after another in this process where that is off), into
     Triton's on-disk cache and this process. Nothing runs on the GPU."""
-    calls = _forward_calls(plan, q, k, v, *_outputs(plan, q, device, _meta), scale)
+    calls = _forward_warmups(plan, q, k, v, scale, device)
     if backward:
-        calls += _backward_calls(plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale)
+        calls += _backward_warmups(plan, q, k, v, scale)
     with _launching(plan, device):
         _compile(calls, wait=True)
 
@@ -275,8 +272,7 @@ def precompile(plan: KernelPlan, q, k, v, scale: float, device: torch.device, ba
 def backward(plan: KernelPlan, q, k, v, o, lse, do, dlse, scale: float):
     """dQ, dK, dV (dK and dV summed over each GQA group). ``dlse`` may be None. While the plan's
     warp-specialized kernels compile, its interim plan runs (`_compiling`)."""
-    if plan.specialized and _compiling(plan, "backward", q, k, v, lambda: _backward_calls(
-            plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale)):
+    if plan.specialized and _compiling(plan, "backward", q, k, v, lambda: _backward_warmups(plan, q, k, v, scale)):
         return backward(plan.interim, q, k, v, o, lse, do, dlse, scale)
     B, H, Lq, _ = q.shape
     fused = _fused_backward(plan)
@@ -452,6 +448,16 @@ def _stand_ins(plan: KernelPlan, q, k, v) -> tuple:
     dq = _meta(_accumulator(q, k, B * k.shape[1]), torch.float32) if _fused_backward(plan) else _meta(q.shape, q.dtype)
     return (_meta(q.shape, q.dtype), _meta(lse, torch.float32), _meta(q.shape, q.dtype), dq,
             _meta(k.shape, k.dtype), _meta(v.shape, v.dtype), _meta(lse, torch.float32))
+
+
+def _forward_warmups(plan: KernelPlan, q, k, v, scale: float, device: torch.device) -> list:
+    """The forward's launches on storage-free outputs: what `_warm` compiles before a call."""
+    return _forward_calls(plan, q, k, v, *_outputs(plan, q, device, _meta), scale)
+
+
+def _backward_warmups(plan: KernelPlan, q, k, v, scale: float) -> list:
+    """The backward's launches on `_stand_ins`: what `_warm` compiles before the backward runs."""
+    return _backward_calls(plan, q, k, v, *_stand_ins(plan, q, k, v), None, scale)
 
 
 def _first(plan: KernelPlan, key) -> bool:
